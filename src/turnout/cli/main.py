@@ -1,0 +1,54 @@
+"""`turnout` entry point: parses the command line and hands off to one module per command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="turnout", description="A self-hosted LLM gateway.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", "-c", help="YAML config file (default: embedded defaults)")
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+    check = commands.add_parser("check", help="send one tiny request to every configured model")
+    check.add_argument("--config", "-c", help="YAML config file (default: embedded defaults)")
+    check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    sim = commands.add_parser("sim", help="run a simulated OpenAI-compatible upstream")
+    sim.add_argument("--config", "-c", help="YAML file of simulated models and their faults")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=9100)
+
+    demo = commands.add_parser("demo", help="watch failover happen, in under a minute")
+    demo.add_argument("--speed", type=float, default=1.0, help="run the story faster (2 = twice)")
+    demo.add_argument("--port", type=int, default=0, help="gateway port (default: any free)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        from turnout.cli.serve import serve
+
+        return serve(args)
+    if args.command == "check":
+        from turnout.cli.check import check
+
+        return check(args)
+    if args.command == "sim":
+        from turnout.cli.sim import sim
+
+        return sim(args)
+    from turnout.cli.demo import demo
+
+    return demo(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

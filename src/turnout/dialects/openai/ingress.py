@@ -1,0 +1,218 @@
+"""Client side of the OpenAI dialect: decode a client's request, encode our answer to it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from turnout.model import Delta, Request, Response, Usage
+
+_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+# fields we interpret; everything else is passed through to OpenAI-compatible upstreams
+_KNOWN = {
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "user",
+}
+
+
+class InvalidRequest(Exception):
+    """The client's request is malformed: a 400 in the client's own error shape."""
+
+    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.status = status
+
+
+def _number(body: dict[str, Any], name: str, low: float, high: float) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise InvalidRequest(f"'{name}' must be a number between {low} and {high}", name)
+    return float(value)
+
+
+def _positive_int(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidRequest(f"'{name}' must be a positive integer", name)
+    return value
+
+
+def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    messages = body.get("messages")
+    if messages is None:
+        raise InvalidRequest("'messages' is a required property", "messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array", "messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise InvalidRequest(f"messages[{i}] must be an object", f"messages[{i}]")
+        role = message.get("role")
+        if role not in _ROLES:
+            raise InvalidRequest(
+                f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}",
+                f"messages[{i}].role",
+            )
+    return messages
+
+
+def decode_request(raw: bytes) -> Request:
+    """A client's /v1/chat/completions body -> Request. Raises InvalidRequest."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' is a required property: name a route or a model", "model")
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    elif stop is not None and not (
+        isinstance(stop, list) and all(isinstance(s, str) for s in stop)
+    ):
+        raise InvalidRequest("'stop' must be a string or an array of strings", "stop")
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise InvalidRequest("'tools' must be an array", "tools")
+    response_format = body.get("response_format")
+    if response_format is not None and not isinstance(response_format, dict):
+        raise InvalidRequest("'response_format' must be an object", "response_format")
+    stream_options = body.get("stream_options") or {}
+    if not isinstance(stream_options, dict):
+        raise InvalidRequest("'stream_options' must be an object", "stream_options")
+    max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
+    return Request(
+        model=model,
+        messages=_messages(body),
+        stream=bool(body.get("stream")),
+        include_usage=bool(stream_options.get("include_usage")),
+        max_tokens=max_tokens,
+        temperature=_number(body, "temperature", 0, 2),
+        top_p=_number(body, "top_p", 0, 1),
+        stop=stop,
+        tools=tools or None,
+        tool_choice=body.get("tool_choice"),
+        response_format=response_format,
+        user=body.get("user") if isinstance(body.get("user"), str) else None,
+        extra={k: v for k, v in body.items() if k not in _KNOWN},
+    )
+
+
+def encode_usage(usage: Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+    if usage.cached_tokens:
+        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    if usage.reasoning_tokens:
+        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return out
+
+
+def _tool_calls(response: Response) -> list[dict[str, Any]]:
+    return [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in response.tool_calls
+    ]
+
+
+def encode_response(response: Response, model: str) -> bytes:
+    message: dict[str, Any] = {"role": "assistant", "content": response.content}
+    if response.tool_calls:
+        message["tool_calls"] = _tool_calls(response)
+    if response.reasoning:
+        message["reasoning_content"] = response.reasoning
+    return orjson.dumps(
+        {
+            "id": response.id,
+            "object": "chat.completion",
+            "created": response.created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": response.finish_reason,
+                }
+            ],
+            "usage": encode_usage(response.usage),
+        }
+    )
+
+
+def encode_chunk(delta: Delta, chunk_id: str, created: int, model: str) -> bytes:
+    """One chat.completion.chunk. A usage-only delta becomes the empty-choices usage chunk."""
+    head = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model}
+    if delta.usage is not None and not delta.has_content and delta.finish_reason is None:
+        return orjson.dumps({**head, "choices": [], "usage": encode_usage(delta.usage)})
+    out: dict[str, Any] = {}
+    if delta.role:
+        out["role"] = delta.role
+    if delta.content is not None:
+        out["content"] = delta.content
+    if delta.reasoning is not None:
+        out["reasoning_content"] = delta.reasoning
+    if delta.tool_calls:
+        calls = []
+        for call in delta.tool_calls:
+            item: dict[str, Any] = {"index": call.index}
+            function: dict[str, Any] = {"arguments": call.arguments}
+            if call.id:
+                item["id"] = call.id
+                item["type"] = "function"
+            if call.name:
+                function["name"] = call.name
+            item["function"] = function
+            calls.append(item)
+        out["tool_calls"] = calls
+    choice = {"index": 0, "delta": out, "logprobs": None, "finish_reason": delta.finish_reason}
+    return orjson.dumps({**head, "choices": [choice]})
+
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    429: "rate_limit_error",
+    503: "service_unavailable",
+}
+
+
+def encode_error(
+    status: int,
+    message: str,
+    *,
+    error_type: str | None = None,
+    code: str | None = None,
+    param: str | None = None,
+) -> bytes:
+    """OpenAI's error body: {"error": {"message", "type", "param", "code"}}."""
+    kind = error_type or _ERROR_TYPES.get(
+        status, "api_error" if status >= 500 else "invalid_request_error"
+    )
+    return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})

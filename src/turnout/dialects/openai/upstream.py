@@ -1,0 +1,248 @@
+"""Provider side of the OpenAI dialect: the body we send an OpenAI-compatible upstream and how
+we read its answers, stream chunks and errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from turnout.dialects.classify import class_for_status, mentions_context_length, retry_after
+from turnout.model import (
+    Delta,
+    ErrorClass,
+    Request,
+    Response,
+    ToolCall,
+    ToolCallDelta,
+    UpstreamError,
+    Usage,
+)
+
+
+def encode_request(request: Request, upstream_model: str, stream: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {**request.extra, "model": upstream_model, "messages": request.messages}
+    if stream:
+        body["stream"] = True
+        # always ask for usage: accounting needs it even when the client did not
+        body["stream_options"] = {"include_usage": True}
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop:
+        body["stop"] = request.stop
+    if request.tools:
+        body["tools"] = request.tools
+    if request.tool_choice is not None:
+        body["tool_choice"] = request.tool_choice
+    if request.response_format is not None:
+        body["response_format"] = request.response_format
+    if request.user is not None:
+        body["user"] = request.user
+    return body
+
+
+def decode_usage(raw: Mapping[str, Any] | None) -> Usage | None:
+    if not raw:
+        return None
+    prompt_details = raw.get("prompt_tokens_details") or {}
+    completion_details = raw.get("completion_tokens_details") or {}
+    cost = raw.get("cost")
+    prompt = int(raw.get("prompt_tokens") or 0)
+    completion = int(raw.get("completion_tokens") or 0)
+    reasoning = int(completion_details.get("reasoning_tokens") or 0)
+    # Gemini's OpenAI endpoint leaves thinking out of completion_tokens but counts (and bills)
+    # it in total_tokens: the gap is output the model spent thinking
+    total = raw.get("total_tokens")
+    hidden = total - prompt - completion if isinstance(total, int) else 0
+    if hidden > 0:
+        completion += hidden
+        reasoning = max(reasoning, hidden)
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        # DeepSeek reports cache hits as prompt_cache_hit_tokens
+        cached_tokens=int(
+            prompt_details.get("cached_tokens") or raw.get("prompt_cache_hit_tokens") or 0
+        ),
+        reasoning_tokens=reasoning,
+        cost=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
+    )
+
+
+def _reasoning(message: Mapping[str, Any]) -> str | None:
+    # DeepSeek and vLLM say reasoning_content; OpenRouter and Groq say reasoning
+    for key in ("reasoning_content", "reasoning"):
+        value = message.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _parts(parts: Any, kind: str) -> list[dict[str, Any]]:
+    if not isinstance(parts, list):
+        return []
+    return [part for part in parts if isinstance(part, dict) and part.get("type") == kind]
+
+
+def _text(parts: Any) -> str:
+    return "".join(str(part.get("text") or "") for part in _parts(parts, "text"))
+
+
+def _content(message: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(content, reasoning) of a message or a stream delta.
+
+    Mistral's reasoning models send content as a list of parts: `text` parts are the answer,
+    `thinking` parts (each a list of text parts) are the reasoning.
+    """
+    content = message.get("content")
+    reasoning = _reasoning(message)
+    if not isinstance(content, list):
+        return (content if isinstance(content, str) else None), reasoning
+    text = _text(content)
+    thinking = "".join(_text(part.get("thinking")) for part in _parts(content, "thinking"))
+    return text or None, (reasoning or "") + thinking or None
+
+
+def _error_from_object(error: Any, status: int | None) -> UpstreamError:
+    """An `error` object, whether in an error body or inside a 200 answer or stream."""
+    if not isinstance(error, dict):
+        return UpstreamError(ErrorClass.SERVER_ERROR, str(error)[:500], status=status)
+    message = str(error.get("message") or "upstream error")
+    code = error.get("code")
+    inner_status = error.get("status_code") or (code if isinstance(code, int) else None)
+    effective = status if status and status >= 400 else inner_status
+    code_text = code if isinstance(code, str) else None
+    error_type = error.get("type") if isinstance(error.get("type"), str) else None
+    if code_text == "insufficient_quota" or error_type == "insufficient_quota":
+        error_class = ErrorClass.QUOTA
+    elif code_text == "tool_use_failed":
+        # the model produced an invalid tool call: another model may well succeed
+        error_class = ErrorClass.INVALID_OUTPUT
+    elif code_text == "context_length_exceeded" or mentions_context_length(message):
+        error_class = ErrorClass.CONTEXT_LENGTH
+    elif isinstance(effective, int) and effective >= 400:
+        error_class = class_for_status(effective)
+    else:
+        error_class = ErrorClass.SERVER_ERROR
+    metadata = error.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("raw"), str):
+        message = f"{message}: {metadata['raw']}"
+    return UpstreamError(
+        error_class,
+        message,
+        status=effective if isinstance(effective, int) else None,
+        error_type=error_type,
+        code=code_text,
+        param=error.get("param") if isinstance(error.get("param"), str) else None,
+    )
+
+
+def decode_error(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
+    """A non-2xx answer -> a classified UpstreamError."""
+    try:
+        parsed: Any = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, list) and parsed and isinstance(parsed[0], dict):
+        parsed = parsed[0]  # Gemini's OpenAI endpoint wraps its error in an array
+    if isinstance(parsed, dict) and "error" in parsed:
+        error = _error_from_object(parsed["error"], status)
+        error.status = status
+        if error.error_class is ErrorClass.SERVER_ERROR and status < 500:
+            error.error_class = class_for_status(status)
+    else:
+        text = body.decode("utf-8", "replace").strip()[:300] or f"HTTP {status}"
+        error_class = class_for_status(status)
+        if error_class is ErrorClass.CLIENT_ERROR and mentions_context_length(text):
+            error_class = ErrorClass.CONTEXT_LENGTH
+        error = UpstreamError(error_class, text, status=status)
+    error.retry_after = retry_after(headers)
+    return error
+
+
+def decode_response(body: bytes) -> Response:
+    """A 200 answer -> Response. An error object or an unusable body raises UpstreamError."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(
+            ErrorClass.INVALID_OUTPUT, "upstream returned a body that is not JSON", status=200
+        ) from None
+    if not isinstance(parsed, dict):
+        raise UpstreamError(ErrorClass.INVALID_OUTPUT, "upstream answer is not an object")
+    if parsed.get("error"):
+        raise _error_from_object(parsed["error"], None)
+    choices = parsed.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise UpstreamError(ErrorClass.INVALID_OUTPUT, "upstream answer has no choices", status=200)
+    choice = choices[0]
+    message = choice.get("message") or {}
+    tool_calls = [
+        ToolCall(
+            id=call.get("id") or f"call_{i}",
+            name=(call.get("function") or {}).get("name", ""),
+            # OpenRouter leaves `arguments` out when a tool is called with none: "{}" is what
+            # clients can parse
+            arguments=(call.get("function") or {}).get("arguments") or "{}",
+        )
+        for i, call in enumerate(message.get("tool_calls") or [])
+    ]
+    content, reasoning = _content(message)
+    return Response(
+        id=str(parsed.get("id") or ""),
+        model=str(parsed.get("model") or ""),
+        content=content,
+        tool_calls=tool_calls,
+        finish_reason=choice.get("finish_reason") or ("tool_calls" if tool_calls else "stop"),
+        usage=decode_usage(parsed.get("usage")) or Usage(),
+        reasoning=reasoning,
+        created=int(parsed.get("created") or 0),
+    )
+
+
+def decode_chunk(data: str) -> Delta | None:
+    """One `data:` payload of a stream -> Delta, or None for `[DONE]`.
+
+    An error object inside a 200 stream raises UpstreamError (OpenRouter, Groq do this).
+    """
+    if data == "[DONE]":
+        return None
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(
+            ErrorClass.STREAM_BROKEN, "stream sent a chunk that is not JSON"
+        ) from None
+    if not isinstance(chunk, dict):
+        raise UpstreamError(ErrorClass.STREAM_BROKEN, "stream sent a chunk that is not an object")
+    if chunk.get("error"):
+        raise _error_from_object(chunk["error"], None)
+    # Groq's streams may carry the usage only in x_groq.usage of the last chunk
+    usage = chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage")
+    delta = Delta(usage=decode_usage(usage))
+    choices = chunk.get("choices")
+    if choices:
+        choice = choices[0]
+        raw = choice.get("delta") or {}
+        content, reasoning = _content(raw)
+        delta.role = raw.get("role")
+        delta.content = content or None
+        delta.reasoning = reasoning
+        delta.finish_reason = choice.get("finish_reason")
+        calls = raw.get("tool_calls")
+        if calls:
+            delta.tool_calls = [
+                ToolCallDelta(
+                    index=int(call.get("index", i)),
+                    id=call.get("id"),
+                    name=(call.get("function") or {}).get("name"),
+                    arguments=(call.get("function") or {}).get("arguments") or "",
+                )
+                for i, call in enumerate(calls)
+            ]
+    return delta

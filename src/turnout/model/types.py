@@ -1,0 +1,108 @@
+"""Request, Response, Delta, Usage and Outcome: one shape each, whatever the wire format.
+
+The chat messages and tools inside a Request keep the OpenAI Chat Completions shape: it is
+the lingua franca every provider dialect already maps to and from, so the OpenAI dialect
+costs nothing and every other dialect is one translation away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from turnout.model.errors import ErrorClass
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0  # includes cached tokens, as OpenAI counts them
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: float | None = None  # what the provider itself reported (OpenRouter usage.cost)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model produced it
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(slots=True)
+class Request:
+    """One chat request, decoded from whatever dialect the client spoke."""
+
+    model: str  # what the client asked for: a route name or a model name
+    messages: list[dict[str, Any]]
+    stream: bool = False
+    include_usage: bool = False
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
+    user: str | None = None
+    # parameters turnout does not interpret, passed through to OpenAI-compatible upstreams
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Response:
+    id: str
+    model: str
+    content: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str = "stop"
+    usage: Usage = field(default_factory=Usage)
+    reasoning: str | None = None
+    created: int = 0
+
+
+@dataclass(slots=True)
+class Delta:
+    """One streamed increment of an answer."""
+
+    content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    role: str | None = None
+
+    @property
+    def has_content(self) -> bool:
+        """True once the model has produced something the client can see."""
+        return bool(self.content or self.reasoning or self.tool_calls)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened on one attempt at one model: the fact health and accounting derive from."""
+
+    route: str
+    model: str
+    provider: str
+    ok: bool
+    error_class: ErrorClass | None = None
+    status: int | None = None
+    message: str | None = None
+    started: float = 0.0  # wall clock, seconds since the epoch
+    ttft: float | None = None  # seconds to the first content token
+    latency: float = 0.0  # seconds, whole attempt
+    usage: Usage | None = None
+    headers: dict[str, str] | None = None  # upstream response headers (rate limits etc.)

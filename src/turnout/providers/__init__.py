@@ -1,0 +1,1 @@
+"""Transports to upstream models: pooled HTTP, the in-process local model, the simulator."""

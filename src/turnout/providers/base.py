@@ -1,0 +1,52 @@
+"""The provider interface the executor drives: one call, one answer or one stream."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from turnout.config.schema import ProviderConfig, Timeouts
+from turnout.config.secrets import Secret
+from turnout.model import Delta, Request, Response
+
+
+@dataclass(slots=True)
+class Call:
+    """One attempt at one upstream model. The provider fills in what it saw."""
+
+    upstream_model: str
+    timeouts: Timeouts
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Provider(ABC):
+    """A transport plus an upstream dialect. Subclasses raise UpstreamError, classified."""
+
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        self.name = name
+        self.config = config
+
+    @property
+    def secrets(self) -> list[Secret]:
+        return [self.config.api_key] if self.config.api_key else []
+
+    def unavailable_reason(self) -> str | None:
+        """Why this provider cannot be used at all (a missing key), or None."""
+        key = self.config.api_key
+        if key is not None and not key.is_set:
+            return f"environment variable {key.env_var} is not set"
+        return None
+
+    async def start(self) -> None:
+        """Open pools, load models. Called once inside the running event loop."""
+
+    async def close(self) -> None:
+        """Release what start() opened."""
+
+    @abstractmethod
+    async def complete(self, request: Request, call: Call) -> Response: ...
+
+    @abstractmethod
+    def stream(self, request: Request, call: Call) -> AsyncIterator[Delta]: ...

@@ -1,0 +1,100 @@
+"""The aiohttp application: routes, error shapes for anything unexpected, lifecycle."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from aiohttp import web
+
+from turnout.gateway import Gateway
+from turnout.server.openai_api import OpenAIChatHandler, error_response
+
+log = logging.getLogger("turnout.server")
+
+GATEWAY = web.AppKey("gateway", Gateway)
+MAX_BODY = 32 * 1024 * 1024  # chat requests with images or long documents are large
+
+
+@web.middleware
+async def _errors(request: web.Request, handler) -> web.StreamResponse:
+    """Every error the client sees is in OpenAI's shape; the process keeps serving."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = {
+            404: f"no such endpoint: {request.method} {request.path}",
+            405: f"method {request.method} is not allowed on {request.path}",
+            413: f"request body larger than {MAX_BODY} bytes",
+        }.get(exc.status, exc.reason)
+        return error_response(exc.status, message)
+    except ConnectionResetError:
+        raise  # the client went away: nobody to answer
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(500, "internal gateway error", error_type="api_error")
+
+
+def _models(gateway: Gateway) -> bytes:
+    data = [
+        {
+            "id": name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "turnout",
+            "turnout": {"kind": "route", "targets": route.targets},
+        }
+        for name, route in gateway.config.routes.items()
+    ] + [
+        {
+            "id": name,
+            "object": "model",
+            "created": 0,
+            "owned_by": model.provider,
+            "turnout": {"kind": "model", "upstream": model.model or name},
+        }
+        for name, model in gateway.config.models.items()
+    ]
+    return orjson.dumps({"object": "list", "data": data})
+
+
+def make_app(gateway: Gateway) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
+    app[GATEWAY] = gateway
+    models_body = _models(gateway)
+
+    async def models(_: web.Request) -> web.Response:
+        return web.Response(body=models_body, content_type="application/json")
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def health_providers(_: web.Request) -> web.Response:
+        snapshot = gateway.health.snapshot()
+        routes = {
+            name: {
+                "targets": [
+                    {"model": t, "state": snapshot["models"][t]["state"]} for t in route.targets
+                ]
+            }
+            for name, route in gateway.config.routes.items()
+        }
+        body = orjson.dumps({"routes": routes, **snapshot})
+        return web.Response(body=body, content_type="application/json")
+
+    app.router.add_post("/v1/chat/completions", OpenAIChatHandler(gateway))
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/health", health)
+    app.router.add_get("/health/providers", health_providers)
+
+    async def on_startup(_: web.Application) -> None:
+        await gateway.start()
+
+    async def on_cleanup(_: web.Application) -> None:
+        await gateway.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app

@@ -1,0 +1,146 @@
+"""The sim's mutable state: each model's behaviour, seeded generator and counters."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from turnout.config.schema import SimBehaviour
+from turnout.sim import wire
+from turnout.sim.behaviour import Fault, FaultTable, fault_table, model_rng
+from turnout.sim.content import split_reply
+
+
+@dataclass(slots=True)
+class Draw:
+    fault: Fault
+    status: int
+    ttft: float  # seconds to wait before the first token
+
+
+@dataclass(slots=True)
+class ModelState:
+    name: str
+    behaviour: SimBehaviour
+    seed: int
+    rng: random.Random = field(init=False)
+    # derived from the behaviour once, not per request
+    table: FaultTable = field(init=False)
+    tokens: list[str] = field(init=False)
+    headers: dict[str, str] = field(init=False)  # sent with every answer
+    requests: int = field(default=0, init=False)
+    statuses: Counter[str] = field(default_factory=Counter, init=False)
+    faults: Counter[str] = field(default_factory=Counter, init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = model_rng(self.seed, self.name)
+        self.configure(self.behaviour)
+
+    def configure(self, behaviour: SimBehaviour) -> None:
+        """Swap the behaviour, keeping the generator and counters running."""
+        self.behaviour = behaviour
+        self.table = fault_table(behaviour)
+        self.tokens = split_reply(behaviour.reply)
+        self.headers = {}
+        if behaviour.ratelimit_remaining is not None:
+            self.headers = {
+                "x-ratelimit-limit-requests": str(max(behaviour.ratelimit_remaining, 1)),
+                "x-ratelimit-remaining-requests": str(behaviour.ratelimit_remaining),
+                "x-ratelimit-reset-requests": "1s",
+            }
+
+    def reset(self, seed: int) -> None:
+        self.seed = seed
+        self.rng = model_rng(seed, self.name)
+        self.requests = 0
+        self.statuses.clear()
+        self.faults.clear()
+
+    def draw(self, wants_json: bool) -> Draw:
+        """Exactly two draws per request, whatever the outcome, so sequences stay aligned."""
+        roll = self.rng.random()
+        jitter = self.rng.uniform(-1.0, 1.0)
+        behaviour = self.behaviour
+        ttft = max(0.0, behaviour.ttft * (1.0 + behaviour.ttft_jitter * jitter))
+        for threshold, fault, status in self.table:
+            if roll < threshold:
+                if fault is Fault.MALFORMED and not wants_json:
+                    break  # only a JSON-mode answer can be malformed
+                return Draw(fault, status, ttft)
+        return Draw(Fault.NONE, 200, ttft)
+
+    def rate_limit_headers(self) -> dict[str, str]:
+        retry_after = self.behaviour.retry_after
+        headers = {
+            **self.headers,
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": wire.duration_text(retry_after or 1.0),
+        }
+        if retry_after is not None:
+            headers["retry-after"] = wire.seconds_text(retry_after)
+        return headers
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "statuses": dict(self.statuses),
+            "faults": dict(self.faults),
+        }
+
+
+class SimState:
+    def __init__(self, behaviours: dict[str, SimBehaviour], seed: int) -> None:
+        self.seed = seed
+        self.models = {name: ModelState(name, b, seed) for name, b in behaviours.items()}
+        self.unknown: Counter[str] = Counter()  # requests for models the sim does not have
+        self.started = time.monotonic()
+        self.serial = 0  # for ids: deterministic, unlike random hex
+        self.tasks: set[asyncio.Task[Any]] = set()  # in-flight handlers, cancelled on shutdown
+
+    def set_behaviour(self, name: str, behaviour: SimBehaviour) -> None:
+        model = self.models.get(name)
+        if model is None:
+            self.models[name] = ModelState(name, behaviour, self.seed)
+        else:
+            model.configure(behaviour)
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None:
+            self.seed = seed
+        for model in self.models.values():
+            model.reset(self.seed)
+        self.unknown.clear()
+        self.started = time.monotonic()
+        self.serial = 0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def outage_status(self, model: ModelState) -> int | None:
+        outages = model.behaviour.outages
+        if not outages:
+            return None
+        now = self.elapsed()
+        for outage in outages:
+            if outage.start <= now < outage.end:
+                return outage.status
+        return None
+
+    def next_serial(self) -> int:
+        self.serial += 1
+        return self.serial
+
+    def stats(self) -> dict[str, Any]:
+        stats = {name: model.stats() for name, model in self.models.items()}
+        for name, count in self.unknown.items():
+            stats.setdefault(name, {"requests": count, "statuses": {"404": count}, "faults": {}})
+        return stats
+
+
+STATE = web.AppKey("turnout_sim_state", SimState)

@@ -1,0 +1,158 @@
+"""Fixtures that run the real thing: a `turnout serve` process on a real port."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+
+@dataclass
+class HTTPResult:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http(method: str, url: str, body: bytes | None = None, timeout: float = 30) -> HTTPResult:
+    """A plain HTTP call (for what the SDKs will not send: broken JSON, odd methods)."""
+    request = urllib.request.Request(url, data=body, method=method)
+    if body is not None:
+        request.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return HTTPResult(response.status, dict(response.headers.items()), response.read())
+    except urllib.error.HTTPError as exc:
+        return HTTPResult(exc.code, dict(exc.headers.items()), exc.read())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class GatewayProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str) -> HTTPResult:
+        return http("GET", self.url + path)
+
+    def post(self, path: str, body: bytes) -> HTTPResult:
+        return http("POST", self.url + path, body)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_gateway(
+    config: dict[str, Any] | None,
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 60.0,
+) -> GatewayProcess:
+    """Run `turnout serve` with this config (None: the embedded defaults) on a free port."""
+    port = free_port()
+    command = [sys.executable, "-m", "turnout.cli.main", "serve", "--port", str(port)]
+    if config is not None:
+        config_path = tmp_path / f"turnout-{port}.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        command += ["--config", str(config_path)]
+    log_path = tmp_path / f"turnout-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+    gateway = GatewayProcess(process, port, log_path)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"turnout serve exited {process.returncode}:\n{gateway.log()}")
+        try:
+            if http("GET", gateway.url + "/health", timeout=1).status == 200:
+                return gateway
+        except OSError:
+            pass
+        time.sleep(0.05)
+    gateway.stop()
+    raise RuntimeError(f"turnout serve did not become ready:\n{gateway.log()}")
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start gateways with `gateway_factory(config_dict, env=...)`; all stop after the test."""
+    started: list[GatewayProcess] = []
+
+    def factory(config: dict[str, Any] | None, env: dict[str, str] | None = None) -> GatewayProcess:
+        gateway = start_gateway(config, tmp_path, env)
+        started.append(gateway)
+        return gateway
+
+    yield factory
+    for gateway in started:
+        gateway.stop()
+
+
+def sim_config(
+    models: dict[str, dict[str, Any]],
+    routes: dict[str, Any],
+    *,
+    prices: dict[str, dict[str, float]] | None = None,
+    seed: int = 1,
+) -> dict[str, Any]:
+    """A config whose models all live on one in-process sim provider.
+
+    `models` maps a model name to its sim behaviour (plus optional `context_window`)."""
+    behaviours, model_entries = {}, {}
+    for name, spec in models.items():
+        spec = dict(spec)
+        entry: dict[str, Any] = {"provider": "sim", "model": name}
+        if "context_window" in spec:
+            entry["context_window"] = spec.pop("context_window")
+        if prices and name in prices:
+            entry["price"] = prices[name]
+        behaviours[name] = spec
+        model_entries[name] = entry
+    return {
+        "providers": {"sim": {"kind": "sim", "seed": seed, "sim": behaviours}},
+        "models": model_entries,
+        "routes": routes,
+    }

@@ -1,0 +1,76 @@
+"""Small purpose-built upstreams for behaviour the simulator does not model, run on a real
+port in a background thread of the test process."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from aiohttp import web
+
+
+@contextmanager
+def serve_app(app: web.Application) -> Iterator[int]:
+    """Run an aiohttp app on 127.0.0.1 in its own thread and loop; yields its port."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    started = threading.Event()
+    port: list[int] = []
+
+    async def start() -> None:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port.append(site._server.sockets[0].getsockname()[1])
+        started.set()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(start())
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    started.wait(10)
+    try:
+        yield port[0]
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def key_echoing_upstream() -> web.Application:
+    """Answers 401 the way OpenAI does, echoing part of the key it was sent."""
+
+    async def handler(request: web.Request) -> web.Response:
+        key = request.headers.get("authorization", "").removeprefix("Bearer ")
+        message = f"Incorrect API key provided: {key[:12]}***{key[-4:]}. Full key {key}."
+        return web.json_response(
+            {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                    "param": None,
+                }
+            },
+            status=401,
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    return app
+
+
+def fixed_error_upstream(status: int, error: dict) -> web.Application:
+    """Answers every chat completion with one OpenAI-shaped error."""
+
+    async def handler(_: web.Request) -> web.Response:
+        return web.json_response({"error": error}, status=status)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    return app
