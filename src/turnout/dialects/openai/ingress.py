@@ -16,7 +16,6 @@ _KNOWN = {
     "stream",
     "stream_options",
     "max_tokens",
-    "max_completion_tokens",
     "temperature",
     "top_p",
     "stop",
@@ -114,6 +113,7 @@ def decode_request(raw: bytes) -> Request:
         tool_choice=body.get("tool_choice"),
         response_format=response_format,
         user=body.get("user") if isinstance(body.get("user"), str) else None,
+        # max_completion_tokens stays in extra too: OpenAI's reasoning models refuse max_tokens
         extra={k: v for k, v in body.items() if k not in _KNOWN},
     )
 

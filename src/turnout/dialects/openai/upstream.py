@@ -27,7 +27,7 @@ def encode_request(request: Request, upstream_model: str, stream: bool) -> dict[
         body["stream"] = True
         # always ask for usage: accounting needs it even when the client did not
         body["stream_options"] = {"include_usage": True}
-    if request.max_tokens is not None:
+    if request.max_tokens is not None and "max_completion_tokens" not in body:
         body["max_tokens"] = request.max_tokens
     if request.temperature is not None:
         body["temperature"] = request.temperature
