@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
+from typing import Any
 
 from turnout.config.schema import Config
 from turnout.execute import Executor
-from turnout.health import HealthTracker
+from turnout.health import HealthEngine
+from turnout.health.state import make_store
 from turnout.providers.base import Provider
 from turnout.providers.registry import make_provider
 from turnout.routing import Planner
@@ -21,19 +26,57 @@ class Gateway:
             name: make_provider(name, provider) for name, provider in config.providers.items()
         }
         self.planner = Planner(config, self.providers)
-        self.health = HealthTracker()
-        self.executor = Executor(self.health.record)
+        store = make_store(config.state.backend, config.state.url, config.state.prefix)
+        self.health = HealthEngine(config.health, store)
+        self.executor = Executor(self.health)
         for name, model in config.models.items():
             self.health.register(name, model.provider)
+        self._probes: asyncio.Task[None] | None = None
+        self._probing: set[str] = set()
 
     async def start(self) -> None:
         for name, provider in self.providers.items():
             reason = provider.unavailable_reason()
             if reason:
-                self.health.mark_misconfigured(name, reason)
+                self.health.mark_unusable(name, reason)
                 continue
             await provider.start()
+        await self.health.start()
+        self._probes = asyncio.create_task(self._probe_loop(), name="health-probes")
 
     async def close(self) -> None:
+        if self._probes is not None:
+            self._probes.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probes
+        await self.health.close()
         for provider in self.providers.values():
             await provider.close()
+
+    async def _probe_loop(self) -> None:
+        """Half-open models with no traffic, and rejected keys, get a synthetic tiny request."""
+        while True:
+            await asyncio.sleep(self.config.health.probe_interval)
+            now = time.time()
+            for model in self.health.due_probes(now):
+                plan = self.planner.plan(model)
+                if plan is None or model in self._probing:
+                    continue
+                target = plan.targets[0]
+                if target.provider.unavailable_reason():
+                    continue
+                if self.health.skip_reason(model, now) is not None:
+                    continue  # (this call also claims the half-open probe slot)
+                self._probing.add(model)
+                task = asyncio.create_task(self.executor.probe(plan, target))
+                task.add_done_callback(lambda _, m=model: self._probing.discard(m))
+
+    def route_health(self) -> dict[str, Any]:
+        """Per route: the active primary and each target's state, for /health/providers."""
+        snapshot = self.health.snapshot()
+        routes = {}
+        for name, route in self.config.routes.items():
+            targets = [{"model": t, **snapshot["models"][t]} for t in route.targets]
+            active = next((t["model"] for t in targets if t["state"] == "healthy"), None)
+            routes[name] = {"active": active, "targets": targets}
+        return {"routes": routes, **snapshot}

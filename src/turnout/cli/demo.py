@@ -78,8 +78,18 @@ class Tally:
         return f"{ordered[min(len(ordered) - 1, int(pct / 100 * len(ordered)))] * 1000:.0f}"
 
 
-def _config(sim_url: str) -> dict:
+def _reason_kind(reason: str) -> str:
+    """`server_error(500)` stays; `open(4.2s)` (a skip, no attempt made) becomes `open, skipped`."""
+    name, _, detail = reason.partition("(")
+    return reason if detail.rstrip(")").isdigit() else f"{name}, skipped"
+
+
+def _config(sim_url: str, speed: float) -> dict:
+    # the breaker's clock runs at the story's speed, so recoveries show within each phase
+    health = {"breaker": {"open_for": 1.0 / speed, "max_open_for": 2.0 / speed},
+              "probe_interval": 0.2 / speed}
     return {
+        "health": health,
         "providers": {"sim": {"kind": "openai", "base_url": sim_url}},
         "models": {name: {"provider": "sim", "price": price} for name, price in PRICES.items()},
         "routes": {
@@ -108,7 +118,7 @@ async def _one_request(
                 return
             model = response.headers.get("x-turnout-model", "?")
             for item in filter(None, response.headers.get("x-turnout-fallback", "").split(", ")):
-                tally.fallbacks[item.split("=", 1)[1]] += 1
+                tally.fallbacks[_reason_kind(item.split("=", 1)[1])] += 1
             usage = None
             async for line in response.content:
                 if line.startswith(b"data: {") and b'"usage"' in line:
@@ -152,7 +162,7 @@ def _table(phase: str, tally: Tally, remaining: float) -> Group:
 async def _story(speed: float, port: int, console: Console) -> Tally:
     tally = Tally()
     async with SimServer({"scout": HEALTHY, "haiku": FALLBACK}, seed=42) as sim:
-        gateway = Gateway(parse_config(_config(sim.url), "<demo>"))
+        gateway = Gateway(parse_config(_config(sim.url, speed), "<demo>"))
         runner = web.AppRunner(make_app(gateway), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", port)
@@ -166,7 +176,10 @@ async def _story(speed: float, port: int, console: Console) -> Tally:
             async with aiohttp.ClientSession() as session:
                 with Live(console=console, refresh_per_second=8) as live:
                     for phase in STORY:
-                        sim.state.set_behaviour("scout", phase.scout)
+                        scout = phase.scout
+                        if scout.retry_after:
+                            scout = scout.model_copy(update={"retry_after": scout.retry_after / speed})
+                        sim.state.set_behaviour("scout", scout)
                         ends = time.monotonic() + phase.seconds / speed
                         while (left := ends - time.monotonic()) > 0:
                             batch = [_one_request(session, url, tally, gateway) for _ in range(4)]

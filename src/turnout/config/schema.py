@@ -133,10 +133,46 @@ class RetryConfig(Strict):
     max_backoff: Duration = 5.0
 
 
+class StaleIfError(Strict):
+    max_age: Duration = 3600.0  # serve a stored answer up to this old when nothing can answer
+
+
+class QueueConfig(Strict):
+    max_wait: Duration = 30.0  # wait this long for a target to come back before a 503
+
+
 class RouteConfig(Strict):
     targets: list[str] = Field(min_length=1)
     timeout: Timeouts = Timeouts()
     retry: RetryConfig = RetryConfig()
+    stale_if_error: StaleIfError | None = None
+    queue: QueueConfig | None = None
+
+
+class BreakerConfig(Strict):
+    """Per-model circuit breaker. Defaults and their reasons: docs/health.md."""
+
+    window: int = Field(20, ge=1)  # the last N calls...
+    window_time: Duration = 60.0  # ...no older than this
+    failure_rate: float = Field(0.5, gt=0, le=1)  # open at this share of failures...
+    min_calls: int = Field(10, ge=1)  # ...once the window holds this many calls
+    consecutive_failures: int = Field(5, ge=1)  # or at this many failures in a row
+    open_for: Duration = 5.0  # first open period; doubles after each failed probe
+    max_open_for: Duration = 60.0
+
+
+class HealthConfig(Strict):
+    breaker: BreakerConfig = BreakerConfig()
+    rate_limit_cooldown: Duration = 1.0  # a 429 that says nothing of when to come back
+    quota_cooldown: Duration = 3600.0  # credits or daily allocation exhausted
+    misconfigured_probe_interval: Duration = 60.0  # re-try a rejected key this often
+    probe_interval: Duration = 1.0  # how often idle half-open models get a synthetic probe
+
+
+class StateConfig(Strict):
+    backend: Literal["memory", "redis"] = "memory"
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "turnout"  # key and channel prefix: one per gateway fleet
 
 
 class Config(Strict):
@@ -144,6 +180,8 @@ class Config(Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    health: HealthConfig = HealthConfig()
+    state: StateConfig = StateConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

@@ -1,57 +1,37 @@
 """The attempt loop over a plan.
 
-Each target is tried in order (at most `retry.attempts` times each). A failure that another
-model could avoid moves on to the next target; the client's own 4xx comes back as it is.
-A stream is committed to a target only once its first content token arrives, so a stream
-that breaks or stalls before then fails over invisibly.
+Each target is tried in order (at most `retry.attempts` times each), unless health says to
+skip it (breaker open, cooling down, rate-limit budget spent, misconfigured). A failure
+that another model could avoid moves on to the next target; the client's own 4xx comes back
+as it is. A stream is committed to a target only once its first content token arrives, so a
+stream that breaks or stalls before then fails over invisibly.
+
+When every target is unavailable: a stored answer to the identical request (routes with
+`stale_if_error`), else a wait for a target to come back (routes with `queue`), else
+AllTargetsFailed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from turnout.execute.accumulate import Accumulator, replay
+from turnout.execute.attempts import AllTargetsFailed, Attempt, PassThroughError
 from turnout.execute.failures import backoff_delay, should_retry_same_target, timeout_error
+from turnout.execute.stale import StaleCache
+from turnout.execute.stream import Stream, close_quietly
+from turnout.health import HealthEngine
 from turnout.model import Delta, ErrorClass, Outcome, Request, Response, UpstreamError, Usage
 from turnout.providers.base import Call
 from turnout.routing import Plan, Target
 
-log = logging.getLogger("turnout.execute")
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class Attempt:
-    """A target that did not answer this request, and why (skipped or failed)."""
-
-    model: str
-    reason: str
-
-
-class AllTargetsFailed(Exception):
-    def __init__(self, plan: Plan, attempts: list[Attempt], errors: list[UpstreamError]) -> None:
-        self.plan = plan
-        self.attempts = attempts
-        self.errors = errors
-        waits = [e.retry_after for e in errors if e.retry_after is not None]
-        self.retry_after = min(waits) if waits else None
-        detail = "; ".join(f"{a.model}: {a.reason}" for a in attempts) or "no targets"
-        super().__init__(f"no target of {plan.route!r} could answer ({detail})")
-
-
-class PassThroughError(Exception):
-    """The client's own request was refused upstream: returned to the client as it is."""
-
-    def __init__(self, error: UpstreamError, attempts: list[Attempt], target: Target) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.attempts = attempts
-        self.target = target
+Once = Callable[[Target, list[Attempt], int], Awaitable["T | UpstreamError"]]
+_QUEUE_POLL = 0.25  # seconds between looks at a queued route's targets, at the most
 
 
 @dataclass(slots=True)
@@ -60,104 +40,27 @@ class Completion:
     target: Target
     attempts: list[Attempt]
     tries: int
+    stale_age: float | None = None  # set when this is a stored answer
 
 
-class Stream:
-    """A stream committed to one target: the deltas already buffered, then the rest."""
-
-    def __init__(
-        self,
-        target: Target,
-        attempts: list[Attempt],
-        tries: int,
-        source: AsyncIterator[Delta],
-        buffered: list[Delta],
-        finish: Callable[[bool, UpstreamError | None, Usage | None], None],
-        deadline: float,
-    ) -> None:
-        self.target = target
-        self.attempts = attempts
-        self.tries = tries
-        self._source = source
-        self._buffered = buffered
-        self._finish = finish
-        self._deadline = deadline
-
-    async def deltas(self) -> AsyncIterator[Delta]:
-        """Every delta of the answer. A failure after content was sent raises UpstreamError;
-        the caller tells the client explicitly, never a silent truncation."""
-        usage: Usage | None = None
-        error: UpstreamError | None = None
-        try:
-            for delta in self._buffered:
-                usage = delta.usage or usage
-                yield delta
-            async with asyncio.timeout_at(self._deadline):
-                async for delta in self._source:
-                    usage = delta.usage or usage
-                    yield delta
-        except TimeoutError:
-            error = timeout_error("total")
-            raise error from None
-        except UpstreamError as exc:
-            error = exc
-            raise
-        finally:
-            await _close(self._source)
-            # a client that goes away is not the model's failure
-            self._finish(error is None, error, usage)
-
-
-async def _close(source: AsyncIterator[Delta]) -> None:
-    aclose = getattr(source, "aclose", None)
-    if aclose is not None:
-        # closing a broken stream may raise again; there is nothing left to do with it
-        with contextlib.suppress(Exception):
-            await aclose()
-
-
-def _skip_reason(target: Target, too_long_for: int | None) -> str | None:
-    reason = target.provider.unavailable_reason()
-    if reason:
-        return f"misconfigured({reason})"
-    if too_long_for is not None:
-        window = target.model.context_window
-        if window is not None and window <= too_long_for:
-            return "context_length(skipped)"
-    return None
+def estimate_prompt_tokens(request: Request) -> int:
+    """A cheap prompt-size estimate (about four characters a token) for rate-limit checks."""
+    chars = 0
+    for message in request.messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(len(str(p.get("text", ""))) for p in content if isinstance(p, dict))
+    return chars // 4 + 4 * len(request.messages)
 
 
 class Executor:
-    def __init__(self, record: Callable[[Outcome], None]) -> None:
-        self._record = record
+    def __init__(self, health: HealthEngine) -> None:
+        self.health = health
+        self.stale = StaleCache()
 
-    def _outcome(
-        self,
-        plan: Plan,
-        target: Target,
-        started: float,
-        elapsed: float,
-        error: UpstreamError | None = None,
-        ttft: float | None = None,
-        usage: Usage | None = None,
-        call: Call | None = None,
-    ) -> None:
-        self._record(
-            Outcome(
-                route=plan.route,
-                model=target.name,
-                provider=target.provider.name,
-                ok=error is None,
-                error_class=error.error_class if error else None,
-                status=error.status if error else (call.status if call else None),
-                message=error.message if error else None,
-                started=started,
-                ttft=ttft,
-                latency=elapsed,
-                usage=usage,
-                headers=call.headers if call else None,
-            )
-        )
+    # --- the two entry points --------------------------------------------------------------
 
     async def complete(self, plan: Plan, request: Request) -> Completion:
         async def once(target: Target, attempts: list[Attempt], tries: int):
@@ -173,28 +76,82 @@ class Executor:
             else:
                 elapsed = time.perf_counter() - t0
                 self._outcome(plan, target, started, elapsed, None, None, response.usage, call)
+                if plan.stale_max_age is not None:
+                    self.stale.put(plan.route, request, response, target.name)
                 return Completion(response, target, attempts, tries)
             self._outcome(plan, target, started, time.perf_counter() - t0, error, call=call)
             return error
 
-        return await self._failover(plan, once)
+        try:
+            return await self._serve(plan, request, once)
+        except AllTargetsFailed as exc:
+            entry = self._stale(plan, request)
+            if entry is None:
+                raise
+            target, response, age = entry
+            return Completion(response, target, exc.attempts, len(exc.errors), stale_age=age)
 
     async def stream(self, plan: Plan, request: Request) -> Stream:
         async def once(target: Target, attempts: list[Attempt], tries: int):
             return await self._open(plan, target, request, attempts, tries)
 
-        return await self._failover(plan, once)
+        try:
+            return await self._serve(plan, request, once)
+        except AllTargetsFailed as exc:
+            entry = self._stale(plan, request)
+            if entry is None:
+                raise
+            target, response, age = entry
+            return Stream(target, exc.attempts, len(exc.errors), replay(response), stale_age=age)
 
-    async def _failover(
-        self, plan: Plan, once: Callable[[Target, list[Attempt], int], Awaitable[T | UpstreamError]]
-    ) -> T:
+    # --- when every target is unavailable ------------------------------------------------------
+
+    def _stale(self, plan: Plan, request: Request) -> tuple[Target, Response, float] | None:
+        if plan.stale_max_age is None:
+            return None
+        entry = self.stale.get(plan.route, request, plan.stale_max_age)
+        if entry is None:
+            return None
+        target = next(t for t in plan.targets if t.name == entry.model)
+        return target, entry.response, time.time() - entry.stored_at
+
+    async def _serve(self, plan: Plan, request: Request, once: Once) -> T:
+        """The failover loop; for a queued route, again as targets come back, until max_wait.
+        A route with a stored answer to serve does not wait: stale beats slow."""
+        try:
+            return await self._failover(plan, request, once)
+        except AllTargetsFailed as exc:
+            wait = plan.queue_max_wait
+            if wait is None or self._stale(plan, request) is not None:
+                raise
+            failure = exc
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while (left := deadline - loop.time()) > 0:
+            back_in = failure.retry_after or _QUEUE_POLL
+            await asyncio.sleep(min(max(back_in, 0.01), _QUEUE_POLL, left))
+            if not self._any_available(plan):
+                continue
+            try:
+                return await self._failover(plan, request, once)
+            except AllTargetsFailed as exc:
+                failure = exc
+        raise failure
+
+    def _any_available(self, plan: Plan) -> bool:
+        now = time.time()
+        return any(self.health.available_at(t.name, now) <= now for t in plan.targets)
+
+    # --- the failover loop ---------------------------------------------------------------------
+
+    async def _failover(self, plan: Plan, request: Request, once: Once) -> T:
         """Try each target in order, retrying transient failures on the same target."""
         attempts: list[Attempt] = []
         errors: list[UpstreamError] = []
         too_long_for: int | None = None
         tries = 0
         for target in plan.targets:
-            skip = _skip_reason(target, too_long_for)
+            skip = self._skip_reason(target, request, too_long_for)
             if skip:
                 attempts.append(Attempt(target.name, skip))
                 continue
@@ -214,7 +171,32 @@ class Executor:
             if error.error_class is ErrorClass.CONTEXT_LENGTH:
                 # later targets no larger than this one would fail the same way
                 too_long_for = max(too_long_for or 0, target.model.context_window or 0) or None
-        raise AllTargetsFailed(plan, attempts, errors)
+        raise AllTargetsFailed(plan, attempts, errors, self._retry_after(plan, errors))
+
+    def _retry_after(self, plan: Plan, errors: list[UpstreamError]) -> float | None:
+        """When the first target is expected back: health's view, or what upstreams said."""
+        now = time.time()
+        back = [self.health.available_at(t.name, now) - now for t in plan.targets]
+        back += [e.retry_after for e in errors if e.retry_after is not None]
+        known = [b for b in back if b > 0]
+        return min(known) if known else None
+
+    def _skip_reason(
+        self, target: Target, request: Request, too_long_for: int | None
+    ) -> str | None:
+        """Why this target is not tried for this request; None to try it."""
+        reason = target.provider.unavailable_reason()
+        if reason:
+            return f"misconfigured({reason})"
+        if too_long_for is not None:
+            window = target.model.context_window
+            if window is not None and window <= too_long_for:
+                return "context_length(skipped)"
+        health = self.health.models[target.name]
+        prompt = estimate_prompt_tokens(request) if health.limits.windows else 0
+        return self.health.skip_reason(target.name, time.time(), prompt, request.max_tokens or 0)
+
+    # --- one streaming attempt --------------------------------------------------------------
 
     async def _open(
         self, plan: Plan, target: Target, request: Request, attempts: list[Attempt], tries: int
@@ -243,11 +225,69 @@ class Executor:
         else:
             ttft = time.perf_counter() - t0
 
-            def finish(ok: bool, err: UpstreamError | None, usage: Usage | None) -> None:
+            def finish(err: UpstreamError | None, usage: Usage | None, kept: Accumulator | None):
                 elapsed = time.perf_counter() - t0
                 self._outcome(plan, target, started, elapsed, err, ttft, usage, call)
+                if kept is not None:
+                    self.stale.put(plan.route, request, kept.response("", target.name), target.name)
 
-            return Stream(target, attempts, tries, source, buffered, finish, deadline)
-        await _close(source)
+            keep = plan.stale_max_age is not None
+            return Stream(target, attempts, tries, buffered, source, finish, deadline, keep)
+        await close_quietly(source)
         self._outcome(plan, target, started, time.perf_counter() - t0, error, call=call)
         return error
+
+    # --- probes -------------------------------------------------------------------------------
+
+    async def probe(self, plan: Plan, target: Target) -> None:
+        """A synthetic tiny request that tells a half-open or misconfigured model's fate."""
+        request = Request(
+            model=target.name,
+            messages=[{"role": "user", "content": "ping"}],
+            max_tokens=1,
+            temperature=0,
+        )
+        call = Call(target.upstream_model, target.timeouts)
+        started, t0 = time.time(), time.perf_counter()
+        error = None
+        try:
+            async with asyncio.timeout(target.timeouts.total):
+                await target.provider.complete(request, call)
+        except TimeoutError:
+            error = timeout_error("total")
+        except UpstreamError as exc:
+            error = exc
+        self._outcome(plan, target, started, time.perf_counter() - t0, error, call=call, probe=True)
+
+    # --- outcomes ------------------------------------------------------------------------------
+
+    def _outcome(
+        self,
+        plan: Plan,
+        target: Target,
+        started: float,
+        elapsed: float,
+        error: UpstreamError | None = None,
+        ttft: float | None = None,
+        usage: Usage | None = None,
+        call: Call | None = None,
+        probe: bool = False,
+    ) -> None:
+        self.health.record(
+            Outcome(
+                route=plan.route,
+                model=target.name,
+                provider=target.provider.name,
+                ok=error is None,
+                error_class=error.error_class if error else None,
+                status=error.status if error else (call.status if call else None),
+                message=error.message if error else None,
+                started=started,
+                ttft=ttft,
+                latency=elapsed,
+                usage=usage,
+                headers=call.headers if call else None,
+                retry_after=error.retry_after if error else None,
+                probe=probe,
+            )
+        )

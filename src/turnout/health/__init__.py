@@ -1,5 +1,5 @@
-"""Health: per-model and per-provider state, derived only from attempt outcomes."""
+"""Health: per-model state derived only from attempt outcomes, optionally shared."""
 
-from turnout.health.tracker import HealthTracker, ModelHealth
+from turnout.health.engine import HealthEngine, ModelHealth
 
-__all__ = ["HealthTracker", "ModelHealth"]
+__all__ = ["HealthEngine", "ModelHealth"]

@@ -106,3 +106,5 @@ class Outcome:
     latency: float = 0.0  # seconds, whole attempt
     usage: Usage | None = None
     headers: dict[str, str] | None = None  # upstream response headers (rate limits etc.)
+    retry_after: float | None = None  # seconds, when the upstream said when to come back
+    probe: bool = False  # a synthetic health probe, not a client's request

@@ -27,6 +27,8 @@ class Plan:
     targets: tuple[Target, ...]
     retry: RetryConfig
     forced: bool = False
+    stale_max_age: float | None = None  # serve a stored answer when nothing can answer
+    queue_max_wait: float | None = None  # or wait this long for a target to come back
 
 
 def _timeouts(base: Timeouts, model: ModelConfig) -> Timeouts:
@@ -41,7 +43,13 @@ class Planner:
             targets = tuple(
                 self._target(t, config.models[t], providers, route.timeout) for t in route.targets
             )
-            self.plans[name] = Plan(name, targets, route.retry)
+            self.plans[name] = Plan(
+                name,
+                targets,
+                route.retry,
+                stale_max_age=route.stale_if_error.max_age if route.stale_if_error else None,
+                queue_max_wait=route.queue.max_wait if route.queue else None,
+            )
         for name, model in config.models.items():
             target = self._target(name, model, providers, Timeouts())
             self.plans[name] = Plan(name, (target,), RetryConfig(), forced=True)

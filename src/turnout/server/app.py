@@ -72,16 +72,7 @@ def make_app(gateway: Gateway) -> web.Application:
         return web.json_response({"status": "ok"})
 
     async def health_providers(_: web.Request) -> web.Response:
-        snapshot = gateway.health.snapshot()
-        routes = {
-            name: {
-                "targets": [
-                    {"model": t, "state": snapshot["models"][t]["state"]} for t in route.targets
-                ]
-            }
-            for name, route in gateway.config.routes.items()
-        }
-        body = orjson.dumps({"routes": routes, **snapshot})
+        body = orjson.dumps(gateway.route_health())
         return web.Response(body=body, content_type="application/json")
 
     app.router.add_post("/v1/chat/completions", OpenAIChatHandler(gateway))

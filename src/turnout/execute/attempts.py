@@ -1,0 +1,44 @@
+"""What the attempt loop reports to its callers: skipped and failed targets, final failures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from turnout.model import UpstreamError
+from turnout.routing import Plan, Target
+
+
+@dataclass(slots=True)
+class Attempt:
+    """A target that did not answer this request, and why (skipped or failed)."""
+
+    model: str
+    reason: str
+
+
+class AllTargetsFailed(Exception):
+    """No target of the plan could answer. `retry_after`: when one is expected back."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        attempts: list[Attempt],
+        errors: list[UpstreamError],
+        retry_after: float | None = None,
+    ) -> None:
+        self.plan = plan
+        self.attempts = attempts
+        self.errors = errors
+        self.retry_after = retry_after
+        detail = "; ".join(f"{a.model}: {a.reason}" for a in attempts) or "no targets"
+        super().__init__(f"no target of {plan.route!r} could answer ({detail})")
+
+
+class PassThroughError(Exception):
+    """The client's own request was refused upstream: returned to the client as it is."""
+
+    def __init__(self, error: UpstreamError, attempts: list[Attempt], target: Target) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.attempts = attempts
+        self.target = target

@@ -1,0 +1,329 @@
+"""The health engine: each model's state, derived only from attempt outcomes.
+
+Error classes drive different reactions:
+- server_error, overloaded, timeout, connection, stream_broken, invalid_output: health
+  failures, counted by the model's circuit breaker;
+- rate_limited: not a failure; the model cools down until max(Retry-After, the reset of the
+  exhausted rate-limit window, `rate_limit_cooldown`), then returns by itself;
+- quota: a long cooldown (`quota_cooldown`), an error-level log line and a flag;
+- auth: the provider is misconfigured until a probe (or a config reload) succeeds;
+- client_error, context_length: say nothing about the model's health.
+
+Changes that other gateway processes must know of are published through the state store.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from turnout.config.schema import HealthConfig
+from turnout.health.breaker import Breaker, BreakerState
+from turnout.health.latency import LatencyStats
+from turnout.health.ratelimits import RateLimits
+from turnout.health.state import MemoryStore, StateStore
+from turnout.model import ErrorClass, Outcome
+
+log = logging.getLogger("turnout.health")
+
+_WINDOW = 200  # recent attempts kept per model for its error rate
+FAILURES = frozenset(
+    {
+        ErrorClass.SERVER_ERROR,
+        ErrorClass.OVERLOADED,
+        ErrorClass.TIMEOUT,
+        ErrorClass.CONNECTION,
+        ErrorClass.STREAM_BROKEN,
+        ErrorClass.INVALID_OUTPUT,
+    }
+)
+
+
+class ModelHealth:
+    def __init__(self, name: str, provider: str, config: HealthConfig) -> None:
+        self.name = name
+        self.provider = provider
+        self.breaker = Breaker(config.breaker)
+        self.cooldown_until = 0.0
+        self.cooldown_reason: str | None = None  # rate_limited | quota
+        self.limits = RateLimits()
+        self.latency = LatencyStats()
+        self.recent: deque[bool] = deque(maxlen=_WINDOW)
+        self.requests = 0
+        self.failures = 0
+        self.last_error: dict[str, Any] | None = None
+        self.updated = 0.0  # when the shared part last changed (last writer wins)
+
+    def shared_document(self) -> dict[str, Any]:
+        return {
+            "breaker": self.breaker.state.value,
+            "open_until": self.breaker.open_until,
+            "level": self.breaker.level,
+            "cooldown_until": self.cooldown_until,
+            "cooldown_reason": self.cooldown_reason,
+            "at": self.updated,
+        }
+
+    @property
+    def error_rate(self) -> float:
+        return (self.recent.count(False) / len(self.recent)) if self.recent else 0.0
+
+
+class HealthEngine:
+    def __init__(self, config: HealthConfig, store: StateStore | None = None) -> None:
+        self.config = config
+        self.store = store or MemoryStore()
+        self.models: dict[str, ModelHealth] = {}
+        self.misconfigured: dict[str, dict[str, Any]] = {}  # provider -> {reason, at, probe_at}
+
+    # --- set-up and sharing -------------------------------------------------------------
+
+    def register(self, model: str, provider: str) -> None:
+        self.models.setdefault(model, ModelHealth(model, provider, self.config))
+
+    async def start(self) -> None:
+        await self.store.start(self.apply_remote)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    def apply_remote(self, key: str, document: dict[str, Any]) -> None:
+        """Another gateway process changed a model's or provider's state."""
+        kind, _, name = key.partition(":")
+        if kind == "model" and name in self.models:
+            health = self.models[name]
+            if document.get("at", 0) < health.updated:
+                return
+            health.breaker.adopt(document["breaker"], document["open_until"], document["level"])
+            health.cooldown_until = document["cooldown_until"]
+            health.cooldown_reason = document["cooldown_reason"]
+            health.updated = document["at"]
+        elif kind == "provider":
+            current = self.misconfigured.get(name)
+            if current and (current.get("local") or document.get("at", 0) < current["at"]):
+                return
+            if document.get("reason"):
+                self.misconfigured[name] = {
+                    "reason": document["reason"],
+                    "at": document["at"],
+                    "probe_at": document["at"] + self.config.misconfigured_probe_interval,
+                }
+            else:
+                self.misconfigured.pop(name, None)
+
+    def _publish_model(self, health: ModelHealth, now: float) -> None:
+        health.updated = now
+        self.store.publish(f"model:{health.name}", health.shared_document())
+
+    # --- misconfiguration -----------------------------------------------------------------
+
+    def mark_unusable(self, provider: str, reason: str) -> None:
+        """A provider this process cannot use at all (its key's variable is unset): local
+        to this process, never shared (another process may have the key) and never probed."""
+        log.error("provider %s is misconfigured: %s", provider, reason)
+        self.misconfigured[provider] = {
+            "reason": reason,
+            "at": time.time(),
+            "probe_at": float("inf"),
+            "local": True,
+        }
+
+    def mark_misconfigured(self, provider: str, reason: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        if provider not in self.misconfigured or self.misconfigured[provider]["reason"] != reason:
+            log.error("provider %s is misconfigured: %s", provider, reason)
+        self.misconfigured[provider] = {
+            "reason": reason,
+            "at": now,
+            "probe_at": now + self.config.misconfigured_probe_interval,
+        }
+        self.store.publish(f"provider:{provider}", {"reason": reason, "at": now})
+
+    def _clear_misconfigured(self, provider: str, now: float) -> None:
+        if self.misconfigured.pop(provider, None) is not None:
+            log.warning("provider %s answered again: no longer misconfigured", provider)
+            self.store.publish(f"provider:{provider}", {"reason": None, "at": now})
+
+    # --- routing decisions (hot path: memory only) -----------------------------------------
+
+    def skip_reason(
+        self, model: str, now: float, prompt_tokens: int = 0, max_output: int = 0
+    ) -> str | None:
+        """Why a request should not go to `model` now, or None to try it.
+
+        May grant this request the breaker's half-open probe, so call it only for a target
+        that will really be tried if it returns None."""
+        health = self.models[model]
+        misconfigured = self.misconfigured.get(health.provider)
+        if misconfigured is not None:
+            if now < misconfigured["probe_at"]:
+                return "misconfigured"
+            misconfigured["probe_at"] = now + self.config.misconfigured_probe_interval
+            return None  # this request is the probe of the rejected key
+        if now < health.cooldown_until:
+            return f"{health.cooldown_reason}({health.cooldown_until - now:.1f}s)"
+        if health.limits.windows:
+            until = health.limits.blocked_until(now, prompt_tokens, max_output)
+            if until is not None:
+                return f"rate_limited(predicted {until - now:.1f}s)"
+        if not health.breaker.allow(now):
+            return f"open({max(0.0, health.breaker.open_until - now):.1f}s)"
+        return None
+
+    def available_at(self, model: str, now: float) -> float:
+        """When `model` is expected to take requests again (now, if it does)."""
+        health = self.models[model]
+        misconfigured = self.misconfigured.get(health.provider)
+        candidates = [now]
+        if misconfigured is not None:
+            candidates.append(misconfigured["probe_at"])
+        candidates.append(health.cooldown_until)
+        if health.breaker.state is BreakerState.OPEN:
+            candidates.append(health.breaker.open_until)
+        return max(candidates)
+
+    # --- learning from outcomes -------------------------------------------------------------
+
+    def record(self, outcome: Outcome) -> None:
+        health = self.models.get(outcome.model)
+        if health is None:
+            return
+        now = outcome.started + outcome.latency
+        if outcome.headers:
+            health.limits.update(outcome.headers, now)
+        if not outcome.probe:
+            health.requests += 1
+        if outcome.ok:
+            self._on_success(health, outcome, now)
+        else:
+            self._on_failure(health, outcome, now)
+
+    def _on_success(self, health: ModelHealth, outcome: Outcome, now: float) -> None:
+        health.recent.append(True)
+        prompt = outcome.usage.prompt_tokens if outcome.usage else 0
+        if not outcome.probe:
+            health.latency.add(prompt, outcome.latency, outcome.ttft)
+        if health.provider in self.misconfigured:
+            self._clear_misconfigured(health.provider, now)
+        changed = health.breaker.on_success(now)
+        if health.cooldown_until > now and health.cooldown_reason == "quota":
+            health.cooldown_until, changed = 0.0, True  # a success ends a quota cooldown early
+        if changed:
+            log.warning("model %s is healthy again", health.name)
+        # requests left at zero: the next one would be a 429, so stop before it
+        until = health.limits.blocked_until(now, 0, 0)
+        if until is not None and until > health.cooldown_until:
+            health.cooldown_until, health.cooldown_reason = until, "rate_limited"
+            changed = True
+        if changed:
+            self._publish_model(health, now)
+
+    def _on_failure(self, health: ModelHealth, outcome: Outcome, now: float) -> None:
+        error_class = outcome.error_class
+        health.last_error = {
+            "class": error_class.value if error_class else None,
+            "status": outcome.status,
+            "message": outcome.message,
+            "at": outcome.started,
+        }
+        if error_class in FAILURES:
+            health.recent.append(False)
+            health.failures += 1
+            if health.breaker.on_failure(now):
+                log.warning(
+                    "breaker opened for model %s for %.1fs after %s",
+                    health.name,
+                    health.breaker.open_until - now,
+                    health.last_error["class"],
+                )
+                self._publish_model(health, now)
+            return
+        health.breaker.release_probe()
+        if error_class is ErrorClass.RATE_LIMITED:
+            wait = max(
+                outcome.retry_after or 0.0,
+                health.limits.exhausted_reset(now) - now,
+                self.config.rate_limit_cooldown,
+            )
+            self._cool_down(health, now, wait, "rate_limited")
+        elif error_class is ErrorClass.QUOTA:
+            log.error("model %s: quota exhausted: %s", health.name, outcome.message)
+            wait = max(outcome.retry_after or 0.0, self.config.quota_cooldown)
+            self._cool_down(health, now, wait, "quota")
+        elif error_class is ErrorClass.AUTH:
+            self.mark_misconfigured(
+                health.provider,
+                f"HTTP {outcome.status} from model {health.name}: {outcome.message}",
+                now,
+            )
+
+    def _cool_down(self, health: ModelHealth, now: float, seconds: float, reason: str) -> None:
+        until = now + seconds
+        if until > health.cooldown_until or health.cooldown_reason != reason:
+            health.cooldown_until, health.cooldown_reason = until, reason
+            self._publish_model(health, now)
+
+    # --- probes ---------------------------------------------------------------------------------
+
+    def due_probes(self, now: float) -> list[str]:
+        """Models an idle gateway should send a synthetic probe to now."""
+        due = []
+        for name, health in self.models.items():
+            misconfigured = self.misconfigured.get(health.provider)
+            if misconfigured is not None:
+                if now >= misconfigured["probe_at"]:
+                    due.append(name)
+            elif now >= health.cooldown_until and health.breaker.waiting_for_probe(now):
+                due.append(name)
+        return due
+
+    # --- reporting --------------------------------------------------------------------------------
+
+    def state(self, model: str, now: float | None = None) -> dict[str, Any]:
+        """The model's state for people: healthy, open until T, rate-limited until T, ..."""
+        now = time.time() if now is None else now
+        health = self.models[model]
+        misconfigured = self.misconfigured.get(health.provider)
+        if misconfigured is not None:
+            return {"state": "misconfigured", "reason": misconfigured["reason"]}
+        if now < health.cooldown_until:
+            state = "quota_exhausted" if health.cooldown_reason == "quota" else "rate_limited"
+            return {"state": state, "until": health.cooldown_until}
+        until = health.limits.blocked_until(now, 0, 0) if health.limits.windows else None
+        if until is not None:
+            return {"state": "rate_limited", "until": until}
+        if health.breaker.state is BreakerState.OPEN and now < health.breaker.open_until:
+            return {"state": "open", "until": health.breaker.open_until}
+        if health.breaker.state is not BreakerState.CLOSED:
+            return {"state": "half_open"}
+        return {"state": "healthy"}
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.time()
+        models = {}
+        for name, health in self.models.items():
+            latency = health.latency.summary()
+            models[name] = {
+                "provider": health.provider,
+                **self.state(name, now),
+                "breaker": health.breaker.state.value,
+                "requests": health.requests,
+                "failures": health.failures,
+                "error_rate": round(health.error_rate, 4),
+                "ttft_p50_ms": latency["ttft"]["p50_ms"],
+                "ttft_p95_ms": latency["ttft"]["p95_ms"],
+                "latency_p50_ms": latency["total"]["p50_ms"],
+                "latency_p95_ms": latency["total"]["p95_ms"],
+                "latency": latency,
+                "last_error": health.last_error,
+            }
+        return {
+            "models": models,
+            "providers": {
+                name: {"state": "misconfigured", "reason": entry["reason"], "since": entry["at"]}
+                for name, entry in self.misconfigured.items()
+            },
+            "state_backend": {"shared": self.store.shared},
+        }
