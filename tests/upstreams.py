@@ -74,3 +74,42 @@ def fixed_error_upstream(status: int, error: dict) -> web.Application:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handler)
     return app
+
+
+class SharedSim:
+    """The simulator on a real port, shared by several gateways and steered by the test
+    through its admin API (`/sim/models/{name}`, `/sim/stats`)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+
+    def set(self, model: str, **behaviour: object) -> None:
+        import json
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/sim/models/{model}",
+            data=json.dumps(behaviour).encode(),
+            method="POST",
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+
+    def requests(self, model: str) -> int:
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/sim/stats", timeout=5) as r:
+            return json.loads(r.read()).get(model, {}).get("requests", 0)
+
+
+@contextmanager
+def shared_sim(behaviours: dict[str, dict], seed: int = 1) -> Iterator[SharedSim]:
+    from turnout.config.schema import SimBehaviour
+    from turnout.sim import make_sim_app
+
+    app = make_sim_app({k: SimBehaviour(**v) for k, v in behaviours.items()}, seed)
+    with serve_app(app) as port:
+        yield SharedSim(port)

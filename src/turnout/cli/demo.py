@@ -86,8 +86,10 @@ def _reason_kind(reason: str) -> str:
 
 def _config(sim_url: str, speed: float) -> dict:
     # the breaker's clock runs at the story's speed, so recoveries show within each phase
-    health = {"breaker": {"open_for": 1.0 / speed, "max_open_for": 2.0 / speed},
-              "probe_interval": 0.2 / speed}
+    health = {
+        "breaker": {"open_for": 1.0 / speed, "max_open_for": 2.0 / speed},
+        "probe_interval": 0.2 / speed,
+    }
     return {
         "health": health,
         "providers": {"sim": {"kind": "openai", "base_url": sim_url}},
@@ -178,7 +180,9 @@ async def _story(speed: float, port: int, console: Console) -> Tally:
                     for phase in STORY:
                         scout = phase.scout
                         if scout.retry_after:
-                            scout = scout.model_copy(update={"retry_after": scout.retry_after / speed})
+                            scout = scout.model_copy(
+                                update={"retry_after": scout.retry_after / speed}
+                            )
                         sim.state.set_behaviour("scout", scout)
                         ends = time.monotonic() + phase.seconds / speed
                         while (left := ends - time.monotonic()) > 0:

@@ -25,6 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=9100)
 
+    status = commands.add_parser("status", help="a running gateway's health, as a table")
+    status.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+
     demo = commands.add_parser("demo", help="watch failover happen, in under a minute")
     demo.add_argument("--speed", type=float, default=1.0, help="run the story faster (2 = twice)")
     demo.add_argument("--port", type=int, default=0, help="gateway port (default: any free)")
@@ -45,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         from turnout.cli.sim import sim
 
         return sim(args)
+    if args.command == "status":
+        from turnout.cli.status import status
+
+        return status(args)
     from turnout.cli.demo import demo
 
     return demo(args)

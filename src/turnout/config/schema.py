@@ -88,6 +88,7 @@ class SimBehaviour(Strict):
     rate_limit_rate: Probability = 0.0  # probability of a 429
     retry_after: float | None = None  # seconds, sent with 429s
     ratelimit_remaining: int | None = None  # x-ratelimit-remaining-requests to report
+    ratelimit_reset: Duration = 1.0  # x-ratelimit-reset-requests to report with it
     hang_rate: Probability = 0.0  # never answer
     disconnect_rate: Probability = 0.0  # drop the stream mid-way
     disconnect_after: int = Field(0, ge=0)  # chunks sent before a disconnect

@@ -25,8 +25,10 @@ class AllTargetsFailed(Exception):
         attempts: list[Attempt],
         errors: list[UpstreamError],
         retry_after: float | None = None,
+        tries: int | None = None,
     ) -> None:
         self.plan = plan
+        self.tries = len(errors) if tries is None else tries  # upstream attempts made
         self.attempts = attempts
         self.errors = errors
         self.retry_after = retry_after
@@ -37,8 +39,11 @@ class AllTargetsFailed(Exception):
 class PassThroughError(Exception):
     """The client's own request was refused upstream: returned to the client as it is."""
 
-    def __init__(self, error: UpstreamError, attempts: list[Attempt], target: Target) -> None:
+    def __init__(
+        self, error: UpstreamError, attempts: list[Attempt], target: Target, tries: int
+    ) -> None:
         super().__init__(error.message)
         self.error = error
         self.attempts = attempts
         self.target = target
+        self.tries = tries

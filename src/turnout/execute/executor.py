@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from turnout.execute.accumulate import Accumulator, replay
@@ -32,6 +32,15 @@ from turnout.routing import Plan, Target
 T = TypeVar("T")
 Once = Callable[[Target, list[Attempt], int], Awaitable["T | UpstreamError"]]
 _QUEUE_POLL = 0.25  # seconds between looks at a queued route's targets, at the most
+
+
+@dataclass(slots=True)
+class Progress:
+    """What one request went through, across failover rounds (a queued route has several)."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+    errors: list[UpstreamError] = field(default_factory=list)
+    tries: int = 0
 
 
 @dataclass(slots=True)
@@ -89,7 +98,7 @@ class Executor:
             if entry is None:
                 raise
             target, response, age = entry
-            return Completion(response, target, exc.attempts, len(exc.errors), stale_age=age)
+            return Completion(response, target, exc.attempts, exc.tries, stale_age=age)
 
     async def stream(self, plan: Plan, request: Request) -> Stream:
         async def once(target: Target, attempts: list[Attempt], tries: int):
@@ -102,7 +111,7 @@ class Executor:
             if entry is None:
                 raise
             target, response, age = entry
-            return Stream(target, exc.attempts, len(exc.errors), replay(response), stale_age=age)
+            return Stream(target, exc.attempts, exc.tries, replay(response), stale_age=age)
 
     # --- when every target is unavailable ------------------------------------------------------
 
@@ -118,8 +127,9 @@ class Executor:
     async def _serve(self, plan: Plan, request: Request, once: Once) -> T:
         """The failover loop; for a queued route, again as targets come back, until max_wait.
         A route with a stored answer to serve does not wait: stale beats slow."""
+        progress = Progress()
         try:
-            return await self._failover(plan, request, once)
+            return await self._failover(plan, request, once, progress)
         except AllTargetsFailed as exc:
             wait = plan.queue_max_wait
             if wait is None or self._stale(plan, request) is not None:
@@ -133,7 +143,7 @@ class Executor:
             if not self._any_available(plan):
                 continue
             try:
-                return await self._failover(plan, request, once)
+                return await self._failover(plan, request, once, progress)
             except AllTargetsFailed as exc:
                 failure = exc
         raise failure
@@ -144,25 +154,23 @@ class Executor:
 
     # --- the failover loop ---------------------------------------------------------------------
 
-    async def _failover(self, plan: Plan, request: Request, once: Once) -> T:
+    async def _failover(self, plan: Plan, request: Request, once: Once, progress: Progress) -> T:
         """Try each target in order, retrying transient failures on the same target."""
-        attempts: list[Attempt] = []
-        errors: list[UpstreamError] = []
+        attempts, errors = progress.attempts, progress.errors
         too_long_for: int | None = None
-        tries = 0
         for target in plan.targets:
             skip = self._skip_reason(target, request, too_long_for)
             if skip:
                 attempts.append(Attempt(target.name, skip))
                 continue
             for attempt in range(plan.retry.attempts):
-                tries += 1
-                result = await once(target, attempts, tries)
+                progress.tries += 1
+                result = await once(target, attempts, progress.tries)
                 if not isinstance(result, UpstreamError):
                     return result
                 error = result
                 if error.error_class is ErrorClass.CLIENT_ERROR:
-                    raise PassThroughError(error, attempts, target)
+                    raise PassThroughError(error, attempts, target, progress.tries)
                 if not should_retry_same_target(error, attempt, plan.retry):
                     break
                 await asyncio.sleep(backoff_delay(error, attempt, plan.retry))
@@ -171,7 +179,9 @@ class Executor:
             if error.error_class is ErrorClass.CONTEXT_LENGTH:
                 # later targets no larger than this one would fail the same way
                 too_long_for = max(too_long_for or 0, target.model.context_window or 0) or None
-        raise AllTargetsFailed(plan, attempts, errors, self._retry_after(plan, errors))
+        raise AllTargetsFailed(
+            plan, attempts, errors, self._retry_after(plan, errors), progress.tries
+        )
 
     def _retry_after(self, plan: Plan, errors: list[UpstreamError]) -> float | None:
         """When the first target is expected back: health's view, or what upstreams said."""

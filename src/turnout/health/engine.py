@@ -76,7 +76,9 @@ class HealthEngine:
         self.config = config
         self.store = store or MemoryStore()
         self.models: dict[str, ModelHealth] = {}
-        self.misconfigured: dict[str, dict[str, Any]] = {}  # provider -> {reason, at, probe_at}
+        # "provider:NAME" (a rejected key) or "model:NAME" (a model name the upstream does not
+        # know) -> {reason, at, probe_at[, local]}
+        self.misconfigured: dict[str, dict[str, Any]] = {}
 
     # --- set-up and sharing -------------------------------------------------------------
 
@@ -100,7 +102,7 @@ class HealthEngine:
             health.cooldown_until = document["cooldown_until"]
             health.cooldown_reason = document["cooldown_reason"]
             health.updated = document["at"]
-        elif kind == "provider":
+        elif kind == "misconfigured":
             current = self.misconfigured.get(name)
             if current and (current.get("local") or document.get("at", 0) < current["at"]):
                 return
@@ -123,28 +125,38 @@ class HealthEngine:
         """A provider this process cannot use at all (its key's variable is unset): local
         to this process, never shared (another process may have the key) and never probed."""
         log.error("provider %s is misconfigured: %s", provider, reason)
-        self.misconfigured[provider] = {
+        self.misconfigured[f"provider:{provider}"] = {
             "reason": reason,
             "at": time.time(),
             "probe_at": float("inf"),
             "local": True,
         }
 
-    def mark_misconfigured(self, provider: str, reason: str, now: float | None = None) -> None:
+    def mark_misconfigured(self, scope: str, reason: str, now: float | None = None) -> None:
+        """`scope`: "provider:NAME" for a rejected key, "model:NAME" for a rejected model."""
         now = time.time() if now is None else now
-        if provider not in self.misconfigured or self.misconfigured[provider]["reason"] != reason:
-            log.error("provider %s is misconfigured: %s", provider, reason)
-        self.misconfigured[provider] = {
+        current = self.misconfigured.get(scope)
+        if current is None or current["reason"] != reason:
+            log.error("%s is misconfigured: %s", scope.replace(":", " ", 1), reason)
+        self.misconfigured[scope] = {
             "reason": reason,
             "at": now,
             "probe_at": now + self.config.misconfigured_probe_interval,
         }
-        self.store.publish(f"provider:{provider}", {"reason": reason, "at": now})
+        self.store.publish(f"misconfigured:{scope}", {"reason": reason, "at": now})
 
-    def _clear_misconfigured(self, provider: str, now: float) -> None:
-        if self.misconfigured.pop(provider, None) is not None:
-            log.warning("provider %s answered again: no longer misconfigured", provider)
-            self.store.publish(f"provider:{provider}", {"reason": None, "at": now})
+    def _misconfiguration(self, health: ModelHealth) -> dict[str, Any] | None:
+        return self.misconfigured.get(f"provider:{health.provider}") or self.misconfigured.get(
+            f"model:{health.name}"
+        )
+
+    def _clear_misconfigured(self, health: ModelHealth, now: float) -> None:
+        for scope in (f"provider:{health.provider}", f"model:{health.name}"):
+            entry = self.misconfigured.get(scope)
+            if entry is not None and not entry.get("local"):
+                del self.misconfigured[scope]
+                log.warning("%s answered again: no longer misconfigured", scope.replace(":", " "))
+                self.store.publish(f"misconfigured:{scope}", {"reason": None, "at": now})
 
     # --- routing decisions (hot path: memory only) -----------------------------------------
 
@@ -156,7 +168,7 @@ class HealthEngine:
         May grant this request the breaker's half-open probe, so call it only for a target
         that will really be tried if it returns None."""
         health = self.models[model]
-        misconfigured = self.misconfigured.get(health.provider)
+        misconfigured = self._misconfiguration(health)
         if misconfigured is not None:
             if now < misconfigured["probe_at"]:
                 return "misconfigured"
@@ -175,7 +187,7 @@ class HealthEngine:
     def available_at(self, model: str, now: float) -> float:
         """When `model` is expected to take requests again (now, if it does)."""
         health = self.models[model]
-        misconfigured = self.misconfigured.get(health.provider)
+        misconfigured = self._misconfiguration(health)
         candidates = [now]
         if misconfigured is not None:
             candidates.append(misconfigured["probe_at"])
@@ -205,8 +217,8 @@ class HealthEngine:
         prompt = outcome.usage.prompt_tokens if outcome.usage else 0
         if not outcome.probe:
             health.latency.add(prompt, outcome.latency, outcome.ttft)
-        if health.provider in self.misconfigured:
-            self._clear_misconfigured(health.provider, now)
+        if self.misconfigured:
+            self._clear_misconfigured(health, now)
         changed = health.breaker.on_success(now)
         if health.cooldown_until > now and health.cooldown_reason == "quota":
             health.cooldown_until, changed = 0.0, True  # a success ends a quota cooldown early
@@ -253,11 +265,12 @@ class HealthEngine:
             wait = max(outcome.retry_after or 0.0, self.config.quota_cooldown)
             self._cool_down(health, now, wait, "quota")
         elif error_class is ErrorClass.AUTH:
-            self.mark_misconfigured(
-                health.provider,
-                f"HTTP {outcome.status} from model {health.name}: {outcome.message}",
-                now,
+            # a rejected key is the whole provider's; an unknown model name is this model's
+            scope = (
+                f"model:{health.name}" if outcome.status == 404 else f"provider:{health.provider}"
             )
+            reason = f"HTTP {outcome.status} from model {health.name}: {outcome.message}"
+            self.mark_misconfigured(scope, reason, now)
 
     def _cool_down(self, health: ModelHealth, now: float, seconds: float, reason: str) -> None:
         until = now + seconds
@@ -271,7 +284,7 @@ class HealthEngine:
         """Models an idle gateway should send a synthetic probe to now."""
         due = []
         for name, health in self.models.items():
-            misconfigured = self.misconfigured.get(health.provider)
+            misconfigured = self._misconfiguration(health)
             if misconfigured is not None:
                 if now >= misconfigured["probe_at"]:
                     due.append(name)
@@ -285,7 +298,7 @@ class HealthEngine:
         """The model's state for people: healthy, open until T, rate-limited until T, ..."""
         now = time.time() if now is None else now
         health = self.models[model]
-        misconfigured = self.misconfigured.get(health.provider)
+        misconfigured = self._misconfiguration(health)
         if misconfigured is not None:
             return {"state": "misconfigured", "reason": misconfigured["reason"]}
         if now < health.cooldown_until:
@@ -322,8 +335,13 @@ class HealthEngine:
         return {
             "models": models,
             "providers": {
-                name: {"state": "misconfigured", "reason": entry["reason"], "since": entry["at"]}
-                for name, entry in self.misconfigured.items()
+                scope.split(":", 1)[1]: {
+                    "state": "misconfigured",
+                    "reason": entry["reason"],
+                    "since": entry["at"],
+                }
+                for scope, entry in self.misconfigured.items()
+                if scope.startswith("provider:")
             },
             "state_backend": {"shared": self.store.shared},
         }

@@ -34,7 +34,7 @@ def error_response(
 
 
 def _all_failed(exc: AllTargetsFailed) -> web.Response:
-    headers = turnout_headers(exc.plan.route, None, len(exc.errors), exc.attempts)
+    headers = turnout_headers(exc.plan.route, None, exc.tries, exc.attempts)
     if exc.retry_after is not None:
         headers["retry-after"] = str(max(1, round(exc.retry_after)))
     return error_response(
@@ -48,7 +48,7 @@ def _all_failed(exc: AllTargetsFailed) -> web.Response:
 
 def _pass_through(exc: PassThroughError, route: str) -> web.Response:
     error = exc.error
-    headers = turnout_headers(route, exc.target.name, len(exc.attempts) + 1, exc.attempts)
+    headers = turnout_headers(route, exc.target.name, exc.tries, exc.attempts)
     return error_response(
         error.status or 400,
         error.message,
@@ -87,14 +87,20 @@ class OpenAIChatHandler:
         except PassThroughError as exc:
             return _pass_through(exc, plan.route)
         headers = turnout_headers(
-            plan.route, completion.target.name, completion.tries, completion.attempts
+            plan.route,
+            completion.target.name,
+            completion.tries,
+            completion.attempts,
+            completion.stale_age,
         )
         body = ingress.encode_response(completion.response, completion.target.name)
         return web.Response(body=body, content_type=_JSON, headers=headers)
 
     async def _stream(self, http: web.Request, request: Request, plan: Plan) -> web.StreamResponse:
         stream = await self.gateway.executor.stream(plan, request)
-        headers = turnout_headers(plan.route, stream.target.name, stream.tries, stream.attempts)
+        headers = turnout_headers(
+            plan.route, stream.target.name, stream.tries, stream.attempts, stream.stale_age
+        )
         headers["content-type"] = "text/event-stream"
         headers["cache-control"] = "no-cache"
         response = web.StreamResponse(headers=headers)

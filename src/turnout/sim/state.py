@@ -52,7 +52,7 @@ class ModelState:
             self.headers = {
                 "x-ratelimit-limit-requests": str(max(behaviour.ratelimit_remaining, 1)),
                 "x-ratelimit-remaining-requests": str(behaviour.ratelimit_remaining),
-                "x-ratelimit-reset-requests": "1s",
+                "x-ratelimit-reset-requests": wire.duration_text(behaviour.ratelimit_reset),
             }
 
     def reset(self, seed: int) -> None:

@@ -1,0 +1,68 @@
+"""`turnout status`: a running gateway's /health/providers as a table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+_STYLE = {"healthy": "green", "half_open": "yellow", "rate_limited": "yellow"}
+
+
+def _state_text(target: dict[str, Any], now: float) -> str:
+    state = target["state"]
+    if "until" in target:
+        return f"{state} until {time.strftime('%H:%M:%S', time.localtime(target['until']))}" + (
+            f" ({target['until'] - now:.0f}s)"
+        )
+    if state == "misconfigured":
+        return f"misconfigured: {target.get('reason', '')}"[:80]
+    return state
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _table(data: dict[str, Any]) -> Table:
+    now = time.time()
+    table = Table(title="turnout status")
+    for column in ("route", "model", "state", "error rate", "TTFT p50/p95 ms", "last error"):
+        table.add_column(column)
+    for route, info in data["routes"].items():
+        for target in info["targets"]:
+            error = target.get("last_error") or {}
+            last = f"{error.get('class')} {error.get('status') or ''}".strip() if error else "-"
+            marker = " (active)" if target["model"] == info["active"] else ""
+            table.add_row(
+                route,
+                target["model"] + marker,
+                _state_text(target, now),
+                f"{target['error_rate'] * 100:.1f}%",
+                f"{_ms(target['ttft_p50_ms'])}/{_ms(target['ttft_p95_ms'])}",
+                last,
+                style=_STYLE.get(target["state"], "red"),
+            )
+    return table
+
+
+def status(args: argparse.Namespace) -> int:
+    url = args.url.rstrip("/") + "/health/providers"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            data = json.loads(response.read())
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"turnout status: cannot reach {url}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        Console().print(_table(data))
+    return 0
