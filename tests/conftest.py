@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 import yaml
 
@@ -156,3 +157,21 @@ def sim_config(
         "models": model_entries,
         "routes": routes,
     }
+
+
+def sdk_client(gateway: GatewayProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0, timeout=20)
+
+
+def ask(gateway: GatewayProcess, content: str = "hello", stream: bool = False) -> tuple[str, Any]:
+    """One chat request to route `chat` through the openai SDK: (answer text, headers)."""
+    client = sdk_client(gateway)
+    messages = [{"role": "user", "content": content}]
+    if not stream:
+        raw = client.chat.completions.with_raw_response.create(model="chat", messages=messages)
+        return raw.parse().choices[0].message.content, raw.headers
+    with client.chat.completions.with_streaming_response.create(
+        model="chat", messages=messages, stream=True
+    ) as response:
+        text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+        return text, response.headers

@@ -6,7 +6,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.conftest import free_port, sim_config
+from tests.conftest import ask, free_port, sdk_client, sim_config
 from tests.upstreams import fixed_error_upstream, serve_app
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -16,23 +16,6 @@ FAST_TIMEOUTS = {"connect": "1s", "ttft": "500ms", "total": "2s"}
 
 def _route(**extra) -> dict:
     return {"chat": {"targets": ["primary", "backup"], "timeout": FAST_TIMEOUTS, **extra}}
-
-
-def _client(gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0, timeout=20)
-
-
-def _ask(gateway, stream: bool):
-    """One request; returns (text, headers)."""
-    client = _client(gateway)
-    if not stream:
-        raw = client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
-        return raw.parse().choices[0].message.content, raw.headers
-    with client.chat.completions.with_streaming_response.create(
-        model="chat", messages=MESSAGES, stream=True
-    ) as response:
-        text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
-        return text, response.headers
 
 
 PRIMARY_FAULTS = {
@@ -50,7 +33,7 @@ PRIMARY_FAULTS = {
 def test_error_statuses_fail_over(gateway_factory, fault, stream) -> None:
     behaviour, reason = PRIMARY_FAULTS[fault]
     gateway = gateway_factory(sim_config({"primary": behaviour, "backup": BACKUP}, _route()))
-    text, headers = _ask(gateway, stream)
+    text, headers = ask(gateway, stream=stream)
     assert text == "backup answered"
     assert headers["x-turnout-model"] == "backup"
     assert headers["x-turnout-attempts"] == "2"
@@ -58,7 +41,7 @@ def test_error_statuses_fail_over(gateway_factory, fault, stream) -> None:
     # later requests: failures are tried again until the breaker opens; a 429 cools the
     # model down for its Retry-After, so it is skipped without an attempt
     for _ in range(2):
-        text, headers = _ask(gateway, stream)
+        text, headers = ask(gateway, stream=stream)
         assert text == "backup answered"
         if fault == "429":
             assert headers["x-turnout-attempts"] == "1"
@@ -71,7 +54,7 @@ def test_hang_past_ttft_fails_over_on_streams(gateway_factory) -> None:
     gateway = gateway_factory(
         sim_config({"primary": {"hang_rate": 1.0}, "backup": BACKUP}, _route())
     )
-    text, headers = _ask(gateway, stream=True)
+    text, headers = ask(gateway, stream=True)
     assert text == "backup answered"
     assert headers["x-turnout-fallback"] == "primary=timeout(ttft)"
 
@@ -79,7 +62,7 @@ def test_hang_past_ttft_fails_over_on_streams(gateway_factory) -> None:
 def test_slow_first_token_fails_over_on_streams(gateway_factory) -> None:
     slow = {"ttft": "1500ms", "reply": "too late"}
     gateway = gateway_factory(sim_config({"primary": slow, "backup": BACKUP}, _route()))
-    text, headers = _ask(gateway, stream=True)
+    text, headers = ask(gateway, stream=True)
     assert text == "backup answered"
     assert headers["x-turnout-fallback"] == "primary=timeout(ttft)"
 
@@ -88,7 +71,7 @@ def test_hang_past_total_fails_over_without_streaming(gateway_factory) -> None:
     gateway = gateway_factory(
         sim_config({"primary": {"hang_rate": 1.0}, "backup": BACKUP}, _route())
     )
-    text, headers = _ask(gateway, stream=False)
+    text, headers = ask(gateway, stream=False)
     assert text == "backup answered"
     assert headers["x-turnout-fallback"] == "primary=timeout(total)"
 
@@ -96,7 +79,7 @@ def test_hang_past_total_fails_over_without_streaming(gateway_factory) -> None:
 def test_stream_dropped_before_first_token_fails_over(gateway_factory) -> None:
     dropping = {"disconnect_rate": 1.0, "disconnect_after": 0}
     gateway = gateway_factory(sim_config({"primary": dropping, "backup": BACKUP}, _route()))
-    text, headers = _ask(gateway, stream=True)
+    text, headers = ask(gateway, stream=True)
     assert text == "backup answered"
     assert headers["x-turnout-fallback"] in {"primary=stream_broken", "primary=connection"}
 
@@ -111,7 +94,7 @@ def test_connection_refused_fails_over(gateway_factory) -> None:
     config["routes"] = _route()
     gateway = gateway_factory(config)
     for stream in (False, True):
-        text, headers = _ask(gateway, stream)
+        text, headers = ask(gateway, stream=stream)
         assert text == "backup answered"
         assert headers["x-turnout-fallback"] == "primary=connection"
 
@@ -123,7 +106,7 @@ def test_failure_after_content_is_an_explicit_error_not_a_truncation(gateway_fac
         "reply": "one two three four five six",
     }
     gateway = gateway_factory(sim_config({"primary": breaking, "backup": BACKUP}, _route()))
-    client = _client(gateway)
+    client = sdk_client(gateway)
     stream = client.chat.completions.create(model="chat", messages=MESSAGES, stream=True)
     received = []
     with pytest.raises(openai.APIError) as error:
@@ -139,7 +122,7 @@ def test_retries_on_the_same_target_when_configured(gateway_factory) -> None:
     gateway = gateway_factory(
         sim_config({"primary": {"error_rate": {500: 1.0}}, "backup": BACKUP}, route)
     )
-    text, headers = _ask(gateway, stream=False)
+    text, headers = ask(gateway, stream=False)
     assert text == "backup answered"
     assert headers["x-turnout-attempts"] == "3"
 
@@ -150,7 +133,7 @@ def test_all_targets_failing_gives_503_naming_each(gateway_factory) -> None:
         "backup": {"rate_limit_rate": 1.0, "retry_after": 7},
     }
     gateway = gateway_factory(sim_config(models, _route()))
-    client = _client(gateway)
+    client = sdk_client(gateway)
     with pytest.raises(openai.APIStatusError) as failed:
         client.chat.completions.create(model="chat", messages=MESSAGES)
     assert failed.value.status_code == 503
@@ -176,7 +159,7 @@ def test_clients_own_400_is_returned_as_is_without_failover(gateway_factory) -> 
         config["models"]["primary"] = {"provider": "strict"}
         config["routes"] = _route()
         gateway = gateway_factory(config)
-        client = _client(gateway)
+        client = sdk_client(gateway)
         with pytest.raises(openai.BadRequestError) as bad:
             client.chat.completions.create(model="chat", messages=MESSAGES, temperature=1.7)
     assert bad.value.body["message"] == error["message"]
@@ -204,7 +187,7 @@ def test_context_length_error_moves_to_a_larger_window(gateway_factory) -> None:
         config["models"]["primary"] = {"provider": "small", "context_window": 8192}
         config["routes"] = {"chat": {"targets": ["primary", "medium", "big"]}}
         gateway = gateway_factory(config)
-        raw = _client(gateway).chat.completions.with_raw_response.create(
+        raw = sdk_client(gateway).chat.completions.with_raw_response.create(
             model="chat", messages=MESSAGES
         )
     assert raw.parse().choices[0].message.content == "big answered"
@@ -229,7 +212,7 @@ def test_auth_failure_marks_provider_misconfigured_and_logs_error(gateway_factor
         config["models"]["primary"] = {"provider": "expired"}
         config["routes"] = _route()
         gateway = gateway_factory(config)
-        text, headers = _ask(gateway, stream=False)
+        text, headers = ask(gateway, stream=False)
     assert text == "backup answered"
     assert headers["x-turnout-fallback"] == "primary=auth(401)"
     health = gateway.get("/health/providers").json()
@@ -250,7 +233,7 @@ def test_missing_key_env_skips_the_model_visibly(gateway_factory) -> None:
     config["models"]["primary"] = {"provider": "keyless"}
     config["routes"] = _route()
     gateway = gateway_factory(config)
-    text, headers = _ask(gateway, stream=False)
+    text, headers = ask(gateway, stream=False)
     assert text == "backup answered"
     assert "TURNOUT_TEST_UNSET_KEY is not set" in headers["x-turnout-fallback"]
     assert headers["x-turnout-attempts"] == "1"
@@ -260,7 +243,7 @@ def test_forcing_a_model_disables_failover(gateway_factory) -> None:
     gateway = gateway_factory(
         sim_config({"primary": {"error_rate": {500: 1.0}}, "backup": BACKUP}, _route())
     )
-    client = _client(gateway)
+    client = sdk_client(gateway)
     with pytest.raises(openai.APIStatusError) as failed:
         client.chat.completions.create(model="primary", messages=MESSAGES)
     assert failed.value.status_code == 503

@@ -13,10 +13,9 @@ import uuid
 import openai
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import ask, free_port
 from tests.upstreams import shared_sim
 
-MESSAGES = [{"role": "user", "content": "hello"}]
 HEALTHY = {"reply": "primary answered", "tokens_per_second": 5000}
 BACKUP = {"reply": "backup answered", "tokens_per_second": 5000}
 FAST_HEALTH = {
@@ -44,23 +43,6 @@ def _config(
     return config
 
 
-def _client(gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0, timeout=20)
-
-
-def _ask(gateway, content: str = "hello", stream: bool = False):
-    client = _client(gateway)
-    messages = [{"role": "user", "content": content}]
-    if not stream:
-        raw = client.chat.completions.with_raw_response.create(model="chat", messages=messages)
-        return raw.parse().choices[0].message.content, raw.headers
-    with client.chat.completions.with_streaming_response.create(
-        model="chat", messages=messages, stream=True
-    ) as response:
-        text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
-        return text, response.headers
-
-
 def _target(gateway, model: str) -> dict:
     health = gateway.get("/health/providers").json()
     return next(t for t in health["routes"]["chat"]["targets"] if t["model"] == model)
@@ -79,12 +61,12 @@ def test_outage_opens_breaker_routes_around_and_recovers(gateway_factory) -> Non
     with shared_sim({"primary": HEALTHY, "backup": BACKUP}) as sim:
         gateway = gateway_factory(_config(sim))
         for _ in range(3):
-            assert _ask(gateway)[0] == "primary answered"
+            assert ask(gateway)[0] == "primary answered"
 
         sim.set("primary", error_rate={"500": 1.0})
         reasons = []
         for _ in range(3):  # consecutive_failures: 3 tried and failed over
-            text, headers = _ask(gateway)
+            text, headers = ask(gateway)
             assert text == "backup answered"
             reasons.append(headers["x-turnout-fallback"])
         assert reasons == ["primary=server_error(500)"] * 3
@@ -95,17 +77,21 @@ def test_outage_opens_breaker_routes_around_and_recovers(gateway_factory) -> Non
         before = sim.requests("primary")
         started = time.monotonic()
         for stream in (False, True) * 15:
-            text, headers = _ask(gateway, stream=stream)
+            text, headers = ask(gateway, stream=stream)
             assert text == "backup answered"
-            assert headers["x-turnout-attempts"] == "1"
-            assert headers["x-turnout-fallback"].startswith(("primary=open(", "primary=server"))
+            if headers["x-turnout-fallback"] == "primary=server_error(500)":
+                # this request was the half-open probe: tried once, failed over at once
+                assert headers["x-turnout-attempts"] == "2"
+            else:
+                assert headers["x-turnout-fallback"].startswith("primary=open(")
+                assert headers["x-turnout-attempts"] == "1"
         elapsed = time.monotonic() - started
         probes = sim.requests("primary") - before
         assert probes <= 1 + int(elapsed / 1.0)  # at most one probe per open period
 
         sim.set("primary", **HEALTHY)
         # back within the probe interval: open for at most max_open_for (2s), probed at 100ms
-        _wait_for(lambda: _ask(gateway)[0] == "primary answered", timeout=4.0, step=0.1)
+        _wait_for(lambda: ask(gateway)[0] == "primary answered", timeout=4.0, step=0.1)
         assert _target(gateway, "primary")["state"] == "healthy"
         assert "healthy again" in gateway.log()
 
@@ -114,7 +100,7 @@ def test_idle_model_is_probed_and_closes_without_client_traffic(gateway_factory)
     with shared_sim({"primary": {"error_rate": {"503": 1.0}}, "backup": BACKUP}) as sim:
         gateway = gateway_factory(_config(sim))
         for _ in range(3):
-            _ask(gateway)
+            ask(gateway)
         assert _target(gateway, "primary")["state"] == "open"
         sim.set("primary", **HEALTHY)
         # no client request at all: the synthetic probe alone closes the breaker
@@ -127,12 +113,12 @@ def test_429_retry_after_cools_down_without_counting_a_failure(gateway_factory) 
         {"primary": {"rate_limit_rate": 1.0, "retry_after": 20}, "backup": BACKUP}
     ) as sim:
         gateway = gateway_factory(_config(sim))
-        text, headers = _ask(gateway)
+        text, headers = ask(gateway)
         assert text == "backup answered"
         assert headers["x-turnout-fallback"] == "primary=rate_limited(429)"
         asked_at = time.time()
         for _ in range(5):
-            text, headers = _ask(gateway)
+            text, headers = ask(gateway)
             assert headers["x-turnout-attempts"] == "1"
             assert headers["x-turnout-fallback"].startswith("primary=rate_limited(")
         assert sim.requests("primary") == 1
@@ -148,8 +134,8 @@ def test_remaining_zero_diverts_before_any_429(gateway_factory) -> None:
     exhausted = {**HEALTHY, "ratelimit_remaining": 0, "ratelimit_reset": "30s"}
     with shared_sim({"primary": exhausted, "backup": BACKUP}) as sim:
         gateway = gateway_factory(_config(sim))
-        assert _ask(gateway)[0] == "primary answered"  # says: 0 requests left for 30 s
-        text, headers = _ask(gateway)
+        assert ask(gateway)[0] == "primary answered"  # says: 0 requests left for 30 s
+        text, headers = ask(gateway)
         assert text == "backup answered"
         assert headers["x-turnout-attempts"] == "1"
         assert headers["x-turnout-fallback"].startswith("primary=rate_limited(")
@@ -161,7 +147,7 @@ def test_rate_limit_is_per_model_not_per_provider(gateway_factory) -> None:
     behaviours = {"primary": {"rate_limit_rate": 1.0, "retry_after": 30}, "backup": BACKUP}
     with shared_sim(behaviours) as sim:
         gateway = gateway_factory(_config(sim))
-        _ask(gateway)
+        ask(gateway)
         assert _target(gateway, "primary")["state"] == "rate_limited"
         assert _target(gateway, "backup")["state"] == "healthy"  # same provider, still used
 
@@ -169,7 +155,7 @@ def test_rate_limit_is_per_model_not_per_provider(gateway_factory) -> None:
 def test_401_marks_misconfigured_then_a_probe_restores(gateway_factory) -> None:
     with shared_sim({"primary": {"error_rate": {"401": 1.0}}, "backup": BACKUP}) as sim:
         gateway = gateway_factory(_config(sim, one_provider=False))
-        text, headers = _ask(gateway)
+        text, headers = ask(gateway)
         assert text == "backup answered"
         assert headers["x-turnout-fallback"] == "primary=auth(401)"
         health = gateway.get("/health/providers").json()
@@ -179,17 +165,17 @@ def test_401_marks_misconfigured_then_a_probe_restores(gateway_factory) -> None:
         errors = [line for line in gateway.log().splitlines() if " ERROR " in line]
         assert any("provider sim-a is misconfigured" in line for line in errors)
         # nothing else about the request failed; later ones skip the model without trying
-        text, headers = _ask(gateway)
+        text, headers = ask(gateway)
         assert (text, headers["x-turnout-attempts"]) == ("backup answered", "1")
         sim.set("primary", **HEALTHY)  # the key was rotated
         _wait_for(lambda: _target(gateway, "primary")["state"] == "healthy", timeout=4.0)
-        assert _ask(gateway)[0] == "primary answered"
+        assert ask(gateway)[0] == "primary answered"
 
 
 def test_unknown_model_name_misconfigures_that_model_only(gateway_factory) -> None:
     with shared_sim({"backup": BACKUP}) as sim:  # the upstream has no model "primary": 404
         gateway = gateway_factory(_config(sim))
-        text, headers = _ask(gateway)
+        text, headers = ask(gateway)
         assert text == "backup answered"
         assert headers["x-turnout-fallback"] == "primary=auth(404)"
         assert _target(gateway, "primary")["state"] == "misconfigured"
@@ -199,7 +185,7 @@ def test_unknown_model_name_misconfigures_that_model_only(gateway_factory) -> No
 def test_quota_exhaustion_cools_down_long_and_logs_an_error(gateway_factory) -> None:
     with shared_sim({"primary": {"error_rate": {"402": 1.0}}, "backup": BACKUP}) as sim:
         gateway = gateway_factory(_config(sim))
-        assert _ask(gateway)[1]["x-turnout-fallback"] == "primary=quota(402)"
+        assert ask(gateway)[1]["x-turnout-fallback"] == "primary=quota(402)"
         target = _target(gateway, "primary")
         assert target["state"] == "quota_exhausted"
         assert target["until"] - time.time() > 3000  # the default quota cooldown: 1 h
@@ -215,17 +201,17 @@ def test_two_gateways_share_breaker_state_through_redis(gateway_factory) -> None
     with shared_sim({"primary": HEALTHY, "backup": BACKUP}) as sim:
         first = gateway_factory(_config(sim, state=state))
         second = gateway_factory(_config(sim, state=state))
-        assert _ask(second)[0] == "primary answered"
+        assert ask(second)[0] == "primary answered"
         assert second.get("/health/providers").json()["state_backend"]["shared"] is True
 
         sim.set("primary", error_rate={"500": 1.0})
         for _ in range(3):
-            assert _ask(first)[0] == "backup answered"  # the first gateway sees it die
+            assert ask(first)[0] == "backup answered"  # the first gateway sees it die
         assert _target(first, "primary")["state"] == "open"
         agreed_in = _wait_for(lambda: _target(second, "primary")["state"] == "open", 1.0, 0.02)
         assert agreed_in < 1.0
         before = sim.requests("primary")
-        text, headers = _ask(second)
+        text, headers = ask(second)
         assert text == "backup answered"
         assert headers["x-turnout-fallback"].startswith("primary=open(")
         assert sim.requests("primary") == before  # the second one never sent it traffic
@@ -239,10 +225,10 @@ def test_redis_down_degrades_to_local_state(gateway_factory) -> None:
     state = {"backend": "redis", "url": f"redis://127.0.0.1:{free_port()}/0"}
     with shared_sim({"primary": HEALTHY, "backup": BACKUP}) as sim:
         gateway = gateway_factory(_config(sim, state=state))
-        assert _ask(gateway)[0] == "primary answered"
+        assert ask(gateway)[0] == "primary answered"
         sim.set("primary", error_rate={"500": 1.0})
         for _ in range(4):
-            assert _ask(gateway)[0] == "backup answered"
+            assert ask(gateway)[0] == "backup answered"
         assert _target(gateway, "primary")["state"] == "open"  # local breaker still works
         health = gateway.get("/health/providers").json()
         assert health["state_backend"]["shared"] is False
@@ -257,15 +243,15 @@ def test_stale_if_error_serves_the_last_good_answer(gateway_factory, stream) -> 
             sim, targets=["primary"], route_extra={"stale_if_error": {"max_age": "1h"}}
         )
         gateway = gateway_factory(config)
-        assert _ask(gateway, "what is 2+2?", stream)[0] == "primary answered"
+        assert ask(gateway, "what is 2+2?", stream)[0] == "primary answered"
         sim.set("primary", error_rate={"500": 1.0})
-        text, headers = _ask(gateway, "what is 2+2?", stream)
+        text, headers = ask(gateway, "what is 2+2?", stream)
         assert text == "primary answered"
         assert headers["x-turnout-stale"] == "true"
         assert int(headers["age"]) >= 0
         assert headers["x-turnout-fallback"] == "primary=server_error(500)"
         with pytest.raises(openai.APIStatusError) as failed:  # never asked before: no answer
-            _ask(gateway, "a different question", stream)
+            ask(gateway, "a different question", stream)
         assert failed.value.status_code == 503
 
 
@@ -275,7 +261,7 @@ def test_queue_waits_for_a_target_to_come_back(gateway_factory) -> None:
         config = _config(sim, targets=["primary"], route_extra={"queue": {"max_wait": "10s"}})
         gateway = gateway_factory(config)
         threading.Timer(0.3, lambda: sim.set("primary", **HEALTHY)).start()
-        text, headers = _ask(gateway)
+        text, headers = ask(gateway)
         assert text == "primary answered"  # waited out the 1 s cooldown instead of a 503
         assert headers["x-turnout-attempts"] == "2"
 
@@ -288,9 +274,9 @@ def test_all_down_is_a_503_naming_each_target_state(gateway_factory) -> None:
         gateway = gateway_factory(_config(sim))
         for _ in range(3):
             with pytest.raises(openai.APIStatusError):
-                _ask(gateway)
+                ask(gateway)
         with pytest.raises(openai.APIStatusError) as failed:
-            _ask(gateway)
+            ask(gateway)
         error = failed.value
         assert error.status_code == 503
         assert "primary: open(" in error.message
@@ -304,7 +290,7 @@ def test_status_command_prints_the_table(gateway_factory) -> None:
         {"primary": {"rate_limit_rate": 1.0, "retry_after": 30}, "backup": BACKUP}
     ) as sim:
         gateway = gateway_factory(_config(sim))
-        _ask(gateway)
+        ask(gateway)
         result = subprocess.run(
             [sys.executable, "-m", "turnout.cli.main", "status", "--url", gateway.url],
             capture_output=True,

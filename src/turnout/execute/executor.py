@@ -94,10 +94,7 @@ class Executor:
         try:
             return await self._serve(plan, request, once)
         except AllTargetsFailed as exc:
-            entry = self._stale(plan, request)
-            if entry is None:
-                raise
-            target, response, age = entry
+            target, response, age = self._stale_or_raise(plan, request, exc)
             return Completion(response, target, exc.attempts, exc.tries, stale_age=age)
 
     async def stream(self, plan: Plan, request: Request) -> Stream:
@@ -107,13 +104,19 @@ class Executor:
         try:
             return await self._serve(plan, request, once)
         except AllTargetsFailed as exc:
-            entry = self._stale(plan, request)
-            if entry is None:
-                raise
-            target, response, age = entry
+            target, response, age = self._stale_or_raise(plan, request, exc)
             return Stream(target, exc.attempts, exc.tries, replay(response), stale_age=age)
 
     # --- when every target is unavailable ------------------------------------------------------
+
+    def _stale_or_raise(
+        self, plan: Plan, request: Request, failure: AllTargetsFailed
+    ) -> tuple[Target, Response, float]:
+        """The stored answer for a route with stale_if_error, or the failure raised again."""
+        entry = self._stale(plan, request)
+        if entry is None:
+            raise failure
+        return entry
 
     def _stale(self, plan: Plan, request: Request) -> tuple[Target, Response, float] | None:
         if plan.stale_max_age is None:
