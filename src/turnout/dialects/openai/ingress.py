@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 import orjson
 
+from turnout.dialects.errors import InvalidRequest
+from turnout.dialects.sse import frame
 from turnout.model import Delta, Request, Response, Usage
 
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
@@ -24,16 +28,6 @@ _KNOWN = {
     "response_format",
     "user",
 }
-
-
-class InvalidRequest(Exception):
-    """The client's request is malformed: a 400 in the client's own error shape."""
-
-    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.status = status
 
 
 def _number(body: dict[str, Any], name: str, low: float, high: float) -> float | None:
@@ -216,3 +210,64 @@ def encode_error(
         status, "api_error" if status >= 500 else "invalid_request_error"
     )
     return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
+
+
+_DONE = b"data: [DONE]\n\n"
+
+
+class OpenAIStreamEncoder:
+    """chat.completion.chunk events; usage in its own last chunk when the client asked."""
+
+    __slots__ = ("_created", "_id", "_include_usage", "_model")
+
+    def __init__(self, request: Request, model: str, chunk_id: str, created: int) -> None:
+        self._include_usage = request.include_usage
+        self._model = model
+        self._id = chunk_id
+        self._created = created
+
+    def start(self) -> bytes:
+        return b""
+
+    def delta(self, delta: Delta) -> bytes:
+        if not (delta.has_content or delta.finish_reason or delta.role):
+            return b""  # a usage-only delta: usage goes in the last chunk, as OpenAI's does
+        if delta.usage is not None:
+            delta = Delta(
+                delta.content,
+                delta.reasoning,
+                delta.tool_calls,
+                delta.finish_reason,
+                None,
+                delta.role,
+            )
+        return frame(encode_chunk(delta, self._id, self._created, self._model))
+
+    def finish(self, usage: Usage | None) -> bytes:
+        if self._include_usage and usage is not None:
+            last = encode_chunk(Delta(usage=usage), self._id, self._created, self._model)
+            return frame(last) + _DONE
+        return _DONE
+
+    def error(self, status: int, message: str, code: str) -> bytes:
+        # the openai SDKs raise APIError on a chunk that carries an `error` object
+        return frame(encode_error(status, message, error_type="upstream_error", code=code))
+
+
+class OpenAIIngress:
+    """The OpenAI Chat Completions API as clients speak it."""
+
+    name = "openai"
+    decode_request = staticmethod(decode_request)
+    encode_error = staticmethod(encode_error)
+
+    @staticmethod
+    def encode_response(response: Response, model: str) -> bytes:
+        return encode_response(response, model)
+
+    @staticmethod
+    def stream_encoder(request: Request, model: str) -> OpenAIStreamEncoder:
+        return OpenAIStreamEncoder(request, model, f"chatcmpl-{uuid.uuid4().hex}", int(time.time()))
+
+
+INGRESS = OpenAIIngress()

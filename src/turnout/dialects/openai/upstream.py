@@ -3,12 +3,13 @@ we read its answers, stream chunks and errors."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 
 from turnout.dialects.classify import class_for_status, mentions_context_length, retry_after
+from turnout.dialects.sse import SSEEvent
 from turnout.model import (
     Delta,
     ErrorClass,
@@ -246,3 +247,47 @@ def decode_chunk(data: str) -> Delta | None:
                 for i, call in enumerate(calls)
             ]
     return delta
+
+
+class OpenAIStreamDecoder:
+    """`data:` chunks until `[DONE]`; an error object inside the stream raises."""
+
+    __slots__ = ("done", "finished")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.finished = False
+
+    def event(self, event: SSEEvent) -> Iterable[Delta]:
+        delta = decode_chunk(event.data)
+        if delta is None:
+            self.done = self.finished = True
+            return ()
+        if delta.finish_reason:
+            self.finished = True
+        return (delta,)
+
+
+class OpenAIUpstream:
+    """Any OpenAI-compatible Chat Completions upstream."""
+
+    default_base_url = None  # there is no default: every OpenAI-compatible host differs
+
+    @staticmethod
+    def url(base_url: str, upstream_model: str, stream: bool) -> str:
+        return base_url + "/chat/completions"
+
+    @staticmethod
+    def auth_headers(api_key: str | None) -> dict[str, str]:
+        return {"authorization": f"Bearer {api_key}"} if api_key else {}
+
+    encode_request = staticmethod(encode_request)
+    decode_response = staticmethod(decode_response)
+    decode_error = staticmethod(decode_error)
+
+    @staticmethod
+    def stream_decoder() -> OpenAIStreamDecoder:
+        return OpenAIStreamDecoder()
+
+
+UPSTREAM = OpenAIUpstream()
