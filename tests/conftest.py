@@ -86,10 +86,11 @@ def start_gateway(
     tmp_path: Path,
     env: dict[str, str] | None = None,
     ready_timeout: float = 60.0,
+    args: tuple[str, ...] = (),
 ) -> GatewayProcess:
     """Run `turnout serve` with this config (None: the embedded defaults) on a free port."""
     port = free_port()
-    command = [sys.executable, "-m", "turnout.cli.main", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "turnout.cli.main", "serve", "--port", str(port), *args]
     if config is not None:
         config_path = tmp_path / f"turnout-{port}.yaml"
         config_path.write_text(yaml.safe_dump(config))
@@ -122,8 +123,12 @@ def gateway_factory(tmp_path: Path) -> Iterator[Any]:
     """Start gateways with `gateway_factory(config_dict, env=...)`; all stop after the test."""
     started: list[GatewayProcess] = []
 
-    def factory(config: dict[str, Any] | None, env: dict[str, str] | None = None) -> GatewayProcess:
-        gateway = start_gateway(config, tmp_path, env)
+    def factory(
+        config: dict[str, Any] | None,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> GatewayProcess:
+        gateway = start_gateway(config, tmp_path, env, args=args)
         started.append(gateway)
         return gateway
 

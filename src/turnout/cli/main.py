@@ -15,6 +15,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     check = commands.add_parser("check", help="send one tiny request to every configured model")
     check.add_argument("--config", "-c", help="YAML config file (default: embedded defaults)")
@@ -40,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from turnout.cli.serve import serve
 
-        return serve(args)
+        return serve(args, argv if argv is not None else sys.argv[1:])
     if args.command == "check":
         from turnout.cli.check import check
 

@@ -9,6 +9,7 @@ import logging
 from aiohttp import web
 
 from turnout.cli.common import config_from_args, setup_logging
+from turnout.cli.workers import supervise
 from turnout.gateway import Gateway
 from turnout.server import make_app
 
@@ -23,10 +24,23 @@ def _use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace, argv: list[str]) -> int:
     config = config_from_args(args.config)
     if config is None:
         return 2
+    if args.workers > 1:
+        setup_logging(args.log_level or config.log_level)
+        port = args.port if args.port is not None else config.server.port
+        if port == 0:
+            log.error("--workers needs a fixed port: the workers share it")
+            return 2
+        if config.state.backend == "memory":
+            log.warning(
+                "%d workers with state backend 'memory': each worker learns health alone;"
+                " set state: {backend: redis} to share it",
+                args.workers,
+            )
+        return supervise(args.workers, argv)
     updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if updates:
         config = config.model_copy(update={"server": config.server.model_copy(update=updates)})
@@ -40,5 +54,13 @@ def serve(args: argparse.Namespace) -> int:
         routes = "; ".join(f"{n} -> {', '.join(r.targets)}" for n, r in config.routes.items())
         log.info("turnout listening on http://%s:%s/v1 (routes: %s)", host, port, routes or "none")
 
-    web.run_app(app, host=host, port=port, access_log=None, print=ready, shutdown_timeout=10)
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        access_log=None,
+        print=ready,
+        shutdown_timeout=10,
+        reuse_port=args.reuse_port or None,
+    )
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import orjson
 from aiohttp import web
@@ -75,8 +76,10 @@ def make_app(gateway: Gateway) -> web.Application:
     async def models(_: web.Request) -> web.Response:
         return web.Response(body=models_body, content_type="application/json")
 
+    worker = {"status": "ok", "pid": os.getpid()}  # which worker answered, with --workers
+
     async def health(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return web.Response(body=orjson.dumps(worker), content_type="application/json")
 
     async def health_providers(_: web.Request) -> web.Response:
         body = orjson.dumps(gateway.route_health())

@@ -1,0 +1,65 @@
+"""`turnout serve --workers N`: N gateway processes on one port (SO_REUSEPORT: the kernel
+spreads connections), supervised by this one. Health is shared between them through the
+configured state backend (Redis); with the in-memory backend each worker learns alone."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+log = logging.getLogger("turnout")
+
+_RESTART_PAUSE = 1.0  # seconds before a crashed worker is started again
+
+
+def worker_command(argv: list[str]) -> list[str]:
+    """This command line, as one worker: --workers dropped, --reuse-port added."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--workers":
+            skip = True
+            continue
+        if arg.startswith("--workers="):
+            continue
+        out.append(arg)
+    return [sys.executable, "-m", "turnout.cli.main", *out, "--reuse-port"]
+
+
+def supervise(count: int, argv: list[str]) -> int:
+    """Run `count` workers until SIGTERM/SIGINT; restart any that dies on its own."""
+    command = worker_command(argv)
+    workers = [subprocess.Popen(command) for _ in range(count)]
+    stopping = False
+
+    def stop(signum: int, _: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("turnout supervising %d workers (pids %s)", count, [w.pid for w in workers])
+    while not stopping:
+        time.sleep(0.2)
+        for i, worker in enumerate(workers):
+            if worker.poll() is not None and not stopping:
+                log.error(
+                    "worker %d exited with %s; starting it again", worker.pid, worker.returncode
+                )
+                time.sleep(_RESTART_PAUSE)
+                workers[i] = subprocess.Popen(command)
+    for worker in workers:
+        try:
+            worker.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    return 0
