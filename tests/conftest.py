@@ -151,6 +151,8 @@ def sim_config(
     for name, spec in models.items():
         spec = dict(spec)
         entry: dict[str, Any] = {"provider": "sim", "model": name}
+        # the simulator can do everything unless a test says otherwise
+        entry["supports"] = spec.pop("supports", ["tools", "json", "vision"])
         if "context_window" in spec:
             entry["context_window"] = spec.pop("context_window")
         if prices and name in prices:

@@ -15,6 +15,7 @@ from turnout.health.state import make_store
 from turnout.providers.base import Provider
 from turnout.providers.registry import make_provider
 from turnout.routing import Planner
+from turnout.routing.selector import Selector
 
 log = logging.getLogger("turnout")
 
@@ -29,6 +30,7 @@ class Gateway:
         store = make_store(config.state.backend, config.state.url, config.state.prefix)
         self.health = HealthEngine(config.health, store)
         self.executor = Executor(self.health)
+        self.selector = Selector(config, self.health)
         for name, model in config.models.items():
             self.health.register(name, model.provider)
         self._probes: asyncio.Task[None] | None = None

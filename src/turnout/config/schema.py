@@ -92,7 +92,11 @@ class SimBehaviour(Strict):
     hang_rate: Probability = 0.0  # never answer
     disconnect_rate: Probability = 0.0  # drop the stream mid-way
     disconnect_after: int = Field(0, ge=0)  # chunks sent before a disconnect
+    # streams only: after this many content chunks, an in-band error event ends the stream
+    stream_error_after: int | None = Field(None, ge=0)
     malformed_rate: Probability = 0.0  # answer JSON mode with broken JSON
+    # a model that copes with small JSON objects only: beyond this many fields it drops the rest
+    json_fields_limit: int | None = Field(None, ge=0)
     outages: list[SimOutage] = Field(default_factory=list)
 
 
@@ -149,12 +153,58 @@ class QueueConfig(Strict):
     max_wait: Duration = 30.0  # wait this long for a target to come back before a 503
 
 
+class Consistency(Strict):
+    """Keep a session's requests on one model, so a workflow's steps succeed or fail together."""
+
+    mode: Literal["session"] = "session"
+    # prefer these models when healthy, else stay on the session's current one (plan/coach)
+    prefer: list[str] = Field(default_factory=list)
+    ttl: Duration = 3600.0  # a session unseen this long is forgotten
+
+
+class GuardConfig(Strict):
+    """The structured-output guard: a JSON answer that does not parse or validate is a failure."""
+
+    retry_same: int = Field(0, ge=0, le=3)  # tries again on the same model before moving on
+    buffer_streams: bool = False  # validate streamed JSON too (the client waits for the whole)
+
+
 class RouteConfig(Strict):
     targets: list[str] = Field(min_length=1)
     timeout: Timeouts = Timeouts()
     retry: RetryConfig = RetryConfig()
     stale_if_error: StaleIfError | None = None
     queue: QueueConfig | None = None
+    policy: Literal["priority", "weighted", "cheapest", "fastest"] = "priority"
+    weights: dict[str, float] = Field(default_factory=dict)  # policy weighted: model -> share
+    consistency: Consistency | None = None
+    output_schema: dict[str, Any] | None = None  # every answer must be JSON valid against it
+    guard: GuardConfig = GuardConfig()
+
+    @model_validator(mode="after")
+    def _check_policy(self) -> RouteConfig:
+        if self.policy == "weighted":
+            if not self.weights:
+                raise ValueError("weights: required for policy 'weighted', e.g. {a: 90, b: 10}")
+            unknown = set(self.weights) - set(self.targets)
+            if unknown:
+                raise ValueError(f"weights: {', '.join(sorted(unknown))} not among the targets")
+            if any(w < 0 for w in self.weights.values()) or not sum(self.weights.values()):
+                raise ValueError("weights: must be non-negative and not all zero")
+        if self.consistency:
+            unknown = set(self.consistency.prefer) - set(self.targets)
+            if unknown:
+                raise ValueError(
+                    f"consistency.prefer: {', '.join(sorted(unknown))} not among the targets"
+                )
+        if self.output_schema is not None:
+            from jsonschema import SchemaError, validators
+
+            try:
+                validators.validator_for(self.output_schema).check_schema(self.output_schema)
+            except SchemaError as exc:
+                raise ValueError(f"output_schema: not a valid JSON Schema: {exc.message}") from None
+        return self
 
 
 class BreakerConfig(Strict):

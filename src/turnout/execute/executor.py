@@ -14,11 +14,13 @@ AllTargetsFailed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from turnout.execute import guard
 from turnout.execute.accumulate import Accumulator, replay
 from turnout.execute.attempts import AllTargetsFailed, Attempt, PassThroughError
 from turnout.execute.failures import backoff_delay, should_retry_same_target, timeout_error
@@ -50,6 +52,7 @@ class Completion:
     attempts: list[Attempt]
     tries: int
     stale_age: float | None = None  # set when this is a stored answer
+    validated: bool = False  # the output guard checked this answer
 
 
 def estimate_prompt_tokens(request: Request) -> int:
@@ -64,6 +67,19 @@ def estimate_prompt_tokens(request: Request) -> int:
     return chars // 4 + 4 * len(request.messages)
 
 
+def _rewritten(deltas: list[Delta], content: str) -> list[Delta]:
+    """A buffered stream whose text is replaced by `content` (in its first content delta)."""
+    out, placed = [], False
+    for delta in deltas:
+        if delta.content is not None:
+            if placed:
+                delta = dataclasses.replace(delta, content=None)
+            else:
+                delta, placed = dataclasses.replace(delta, content=content), True
+        out.append(delta)
+    return out
+
+
 class Executor:
     def __init__(self, health: HealthEngine) -> None:
         self.health = health
@@ -71,7 +87,9 @@ class Executor:
 
     # --- the two entry points --------------------------------------------------------------
 
-    async def complete(self, plan: Plan, request: Request) -> Completion:
+    async def complete(
+        self, plan: Plan, request: Request, skipped: list[Attempt] | None = None
+    ) -> Completion:
         async def once(target: Target, attempts: list[Attempt], tries: int):
             call = Call(target.upstream_model, target.timeouts)
             started, t0 = time.time(), time.perf_counter()
@@ -84,25 +102,32 @@ class Executor:
                 error = exc
             else:
                 elapsed = time.perf_counter() - t0
-                self._outcome(plan, target, started, elapsed, None, None, response.usage, call)
-                if plan.stale_max_age is not None:
-                    self.stale.put(plan.route, request, response, target.name)
-                return Completion(response, target, attempts, tries)
+                invalid = guarded and guard.check(response, request, plan.output_schema)
+                if not invalid:
+                    self._outcome(plan, target, started, elapsed, None, None, response.usage, call)
+                    if plan.stale_max_age is not None:
+                        self.stale.put(plan.route, request, response, target.name)
+                    return Completion(response, target, attempts, tries, validated=guarded)
+                error = invalid
             self._outcome(plan, target, started, time.perf_counter() - t0, error, call=call)
             return error
 
+        guarded = guard.applies(request, plan.output_schema)
+
         try:
-            return await self._serve(plan, request, once)
+            return await self._serve(plan, request, once, skipped)
         except AllTargetsFailed as exc:
             target, response, age = self._stale_or_raise(plan, request, exc)
             return Completion(response, target, exc.attempts, exc.tries, stale_age=age)
 
-    async def stream(self, plan: Plan, request: Request) -> Stream:
+    async def stream(
+        self, plan: Plan, request: Request, skipped: list[Attempt] | None = None
+    ) -> Stream:
         async def once(target: Target, attempts: list[Attempt], tries: int):
             return await self._open(plan, target, request, attempts, tries)
 
         try:
-            return await self._serve(plan, request, once)
+            return await self._serve(plan, request, once, skipped)
         except AllTargetsFailed as exc:
             target, response, age = self._stale_or_raise(plan, request, exc)
             return Stream(target, exc.attempts, exc.tries, replay(response), stale_age=age)
@@ -127,10 +152,12 @@ class Executor:
         target = next(t for t in plan.targets if t.name == entry.model)
         return target, entry.response, time.time() - entry.stored_at
 
-    async def _serve(self, plan: Plan, request: Request, once: Once) -> T:
+    async def _serve(
+        self, plan: Plan, request: Request, once: Once, skipped: list[Attempt] | None = None
+    ) -> T:
         """The failover loop; for a queued route, again as targets come back, until max_wait.
         A route with a stored answer to serve does not wait: stale beats slow."""
-        progress = Progress()
+        progress = Progress(attempts=list(skipped or ()))
         try:
             return await self._failover(plan, request, once, progress)
         except AllTargetsFailed as exc:
@@ -166,7 +193,7 @@ class Executor:
             if skip:
                 attempts.append(Attempt(target.name, skip))
                 continue
-            for attempt in range(plan.retry.attempts):
+            for attempt in range(max(plan.retry.attempts, 1 + plan.guard_retries)):
                 progress.tries += 1
                 result = await once(target, attempts, progress.tries)
                 if not isinstance(result, UpstreamError):
@@ -174,7 +201,7 @@ class Executor:
                 error = result
                 if error.error_class is ErrorClass.CLIENT_ERROR:
                     raise PassThroughError(error, attempts, target, progress.tries)
-                if not should_retry_same_target(error, attempt, plan.retry):
+                if not should_retry_same_target(error, attempt, plan.retry, plan.guard_retries):
                     break
                 await asyncio.sleep(backoff_delay(error, attempt, plan.retry))
             errors.append(error)
@@ -231,12 +258,26 @@ class Executor:
                 else:
                     if not buffered:
                         raise UpstreamError(ErrorClass.STREAM_BROKEN, "stream ended empty")
+            ttft = time.perf_counter() - t0
+            if plan.buffer_streams and guard.applies(request, plan.output_schema):
+                # the client asked for JSON and the route validates streams: the whole answer
+                # is read and checked before the first byte goes out
+                async with asyncio.timeout_at(deadline):
+                    buffered += [delta async for delta in source]
+                whole = Accumulator()
+                for delta in buffered:
+                    whole.add(delta)
+                answer = whole.response("", target.name)
+                invalid = guard.check(answer, request, plan.output_schema)
+                if invalid:
+                    raise invalid
+                if answer.content is not None:  # the guard may have unwrapped a code fence
+                    buffered = _rewritten(buffered, answer.content)
         except TimeoutError:
             error = timeout_error("ttft" if ttft_deadline < deadline else "total")
         except UpstreamError as exc:
             error = exc
         else:
-            ttft = time.perf_counter() - t0
 
             def finish(err: UpstreamError | None, usage: Usage | None, kept: Accumulator | None):
                 elapsed = time.perf_counter() - t0

@@ -20,7 +20,11 @@ def timeout_error(which: str) -> UpstreamError:
     return UpstreamError(ErrorClass.TIMEOUT, f"{which} timeout", detail=which)
 
 
-def should_retry_same_target(error: UpstreamError, attempt: int, retry: RetryConfig) -> bool:
+def should_retry_same_target(
+    error: UpstreamError, attempt: int, retry: RetryConfig, guard_retries: int = 0
+) -> bool:
+    if error.error_class is ErrorClass.INVALID_OUTPUT:
+        return attempt < guard_retries  # models often get it right on a second try
     if attempt + 1 >= retry.attempts or error.error_class not in _TRANSIENT:
         return False
     # a Retry-After longer than we are willing to wait: the next target is the better bet

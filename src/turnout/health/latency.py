@@ -74,6 +74,18 @@ class LatencyStats:
                 return series.percentile(50)
         return self.all_ttft.percentile(50)
 
+    def speed_p50(self, prompt_tokens: int | None = None) -> float | None:
+        """TTFT p50 where streams measured it, else total latency p50 (non-streaming
+        traffic has no first token to time)."""
+        ttft = self.ttft_p50(prompt_tokens)
+        if ttft is not None:
+            return ttft
+        if prompt_tokens is not None:
+            series = self.total.get(bucket_for(prompt_tokens))
+            if series is not None and series.samples:
+                return series.percentile(50)
+        return self.all_total.percentile(50)
+
     def summary(self) -> dict[str, Any]:
         return {
             "ttft": self.all_ttft.summary(),

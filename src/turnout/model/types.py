@@ -59,6 +59,22 @@ class Request:
     user: str | None = None
     # parameters turnout does not interpret, passed through to OpenAI-compatible upstreams
     extra: dict[str, Any] = field(default_factory=dict)
+    # from HTTP headers: the workflow session (x-turnout-session), models to skip
+    session: str | None = None
+    exclude: frozenset[str] = frozenset()
+
+    @property
+    def wants_json(self) -> bool:
+        fmt = self.response_format
+        return bool(fmt) and fmt.get("type") in ("json_object", "json_schema")
+
+    @property
+    def json_schema(self) -> dict[str, Any] | None:
+        """The schema the answer must match, when the client gave one."""
+        fmt = self.response_format or {}
+        spec = fmt.get("json_schema") if fmt.get("type") == "json_schema" else None
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        return schema if isinstance(schema, dict) else None
 
 
 @dataclass(slots=True)

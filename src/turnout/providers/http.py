@@ -14,8 +14,30 @@ from turnout.config.secrets import redact
 from turnout.dialects.base import UpstreamDialect
 from turnout.dialects.openai.upstream import UPSTREAM as OPENAI
 from turnout.dialects.sse import SSEParser
-from turnout.model import Delta, ErrorClass, Request, Response, UpstreamError
+from turnout.model import Delta, ErrorClass, Request, Response, ToolCallDelta, UpstreamError
 from turnout.providers.base import Call, Provider
+
+
+def _streams(dialect: UpstreamDialect, request: Request) -> bool:
+    """The optional dialect hook `streams(request) -> bool`; dialects without it always
+    stream. Not part of the UpstreamDialect protocol so that existing dialects need nothing."""
+    streams = getattr(dialect, "streams", None)
+    return streams is None or bool(streams(request))
+
+
+def _as_deltas(response: Response) -> list[Delta]:
+    """A whole answer as a stream: everything in one delta, then finish reason and usage."""
+    calls = [
+        ToolCallDelta(i, call.id, call.name, call.arguments)
+        for i, call in enumerate(response.tool_calls)
+    ]
+    first = Delta(
+        content=response.content,
+        reasoning=response.reasoning,
+        tool_calls=calls or None,
+        role="assistant",
+    )
+    return [first, Delta(finish_reason=response.finish_reason, usage=response.usage)]
 
 
 class HTTPProvider(Provider):
@@ -90,6 +112,13 @@ class HTTPProvider(Provider):
             raise self._redacted(exc) from None
 
     async def stream(self, request: Request, call: Call) -> AsyncIterator[Delta]:
+        """The answer as deltas. A dialect may say it cannot stream a request (the optional
+        hook `streams(request) -> bool`, e.g. Workers AI in JSON mode): the answer is then
+        fetched whole and handed on as one content delta, then finish and usage."""
+        if not _streams(self.dialect, request):
+            for delta in _as_deltas(await self.complete(request, call)):
+                yield delta
+            return
         response = await self._post(request, call, stream=True)
         parser = SSEParser()
         decoder = self.dialect.stream_decoder()

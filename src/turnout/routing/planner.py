@@ -7,6 +7,7 @@ Plans are built once at start, so planning a request is one dictionary lookup.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from turnout.config.schema import Config, ModelConfig, RetryConfig, Timeouts
 from turnout.providers.base import Provider
@@ -29,6 +30,9 @@ class Plan:
     forced: bool = False
     stale_max_age: float | None = None  # serve a stored answer when nothing can answer
     queue_max_wait: float | None = None  # or wait this long for a target to come back
+    output_schema: dict[str, Any] | None = None  # the route's own schema for every answer
+    guard_retries: int = 0  # invalid JSON: tries again on the same model first
+    buffer_streams: bool = False  # validate streamed JSON answers before sending them
 
 
 def _timeouts(base: Timeouts, model: ModelConfig) -> Timeouts:
@@ -49,6 +53,9 @@ class Planner:
                 route.retry,
                 stale_max_age=route.stale_if_error.max_age if route.stale_if_error else None,
                 queue_max_wait=route.queue.max_wait if route.queue else None,
+                output_schema=route.output_schema,
+                guard_retries=route.guard.retry_same,
+                buffer_streams=route.guard.buffer_streams,
             )
         for name, model in config.models.items():
             target = self._target(name, model, providers, Timeouts())

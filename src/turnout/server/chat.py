@@ -9,10 +9,11 @@ from aiohttp import web
 
 from turnout.dialects.base import IngressDialect
 from turnout.dialects.errors import InvalidRequest
-from turnout.execute import AllTargetsFailed, PassThroughError
+from turnout.execute import AllTargetsFailed, Attempt, PassThroughError
 from turnout.gateway import Gateway
 from turnout.model import Request, UpstreamError
 from turnout.routing import Plan
+from turnout.routing.selector import NoCapableTarget
 from turnout.server.headers import turnout_headers
 
 _JSON = "application/json"
@@ -43,6 +44,17 @@ class ChatHandler:
             request = self.ingress.decode_request(await http.read())
         except InvalidRequest as exc:
             return self.error_response(exc.status, exc.message, param=exc.param)
+        if "x-turnout-route-policy" in http.headers:
+            return self.error_response(
+                403,
+                "x-turnout-route-policy is not accepted from clients: the route's policy is set"
+                " in the gateway's config.",
+                error_type="permission_error",
+                param="x-turnout-route-policy",
+            )
+        request.session = http.headers.get("x-turnout-session") or None
+        if exclude := http.headers.get("x-turnout-exclude"):
+            request.exclude = frozenset(m.strip() for m in exclude.split(",") if m.strip())
         plan = self.gateway.planner.plan(request.model)
         if plan is None:
             known = ", ".join(sorted(self.gateway.config.routes)) or "none"
@@ -54,9 +66,14 @@ class ChatHandler:
                 param="model",
             )
         try:
+            selection = await self.gateway.selector.select(plan, request)
+        except NoCapableTarget as exc:
+            return self.error_response(400, exc.message, code=exc.code, param=exc.param)
+        plan, skipped = selection.plan, selection.skipped
+        try:
             if request.stream:
-                return await self._stream(http, request, plan)
-            completion = await self.gateway.executor.complete(plan, request)
+                return await self._stream(http, request, plan, skipped)
+            completion = await self.gateway.executor.complete(plan, request, skipped)
         except AllTargetsFailed as exc:
             return self._all_failed(exc)
         except PassThroughError as exc:
@@ -68,11 +85,17 @@ class ChatHandler:
             completion.attempts,
             completion.stale_age,
         )
+        if completion.validated:
+            headers["x-turnout-guard"] = "valid"
+        self.gateway.selector.remember(plan.route, request, completion.target.name)
         body = self.ingress.encode_response(completion.response, completion.target.name)
         return web.Response(body=body, content_type=_JSON, headers=headers)
 
-    async def _stream(self, http: web.Request, request: Request, plan: Plan) -> web.StreamResponse:
-        stream = await self.gateway.executor.stream(plan, request)
+    async def _stream(
+        self, http: web.Request, request: Request, plan: Plan, skipped: list[Attempt]
+    ) -> web.StreamResponse:
+        stream = await self.gateway.executor.stream(plan, request, skipped)
+        self.gateway.selector.remember(plan.route, request, stream.target.name)
         headers = turnout_headers(
             plan.route, stream.target.name, stream.tries, stream.attempts, stream.stale_age
         )

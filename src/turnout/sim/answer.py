@@ -75,7 +75,12 @@ class Answer:
 
 
 def plan_answer(
-    body: dict[str, Any], tokens: list[str], reply: str, broken: bool, serial: int
+    body: dict[str, Any],
+    tokens: list[str],
+    reply: str,
+    broken: bool,
+    serial: int,
+    fields_limit: int | None = None,
 ) -> Answer:
     """`tokens` is the behaviour's reply already split; `broken` asks for malformed JSON."""
     messages = body.get("messages")
@@ -87,7 +92,7 @@ def plan_answer(
         answer = Answer(pieces, "tool_calls", prompt_tokens, str(tool.get("name", "")))
         answer.tool_call_id = f"call_sim{serial:08d}"
     elif wants_json(body):
-        text = json_reply(body["response_format"], reply)
+        text = json_reply(body["response_format"], reply, fields_limit)
         answer = Answer(split_pieces(malformed(text) if broken else text), "stop", prompt_tokens)
     else:
         answer = Answer(tokens, "stop", prompt_tokens)

@@ -1,5 +1,6 @@
-"""The simulator's HTTP app: OpenAI's `POST /v1/chat/completions` and `GET /v1/models`,
-answering per model as its SimBehaviour says, plus the /sim admin routes."""
+"""The simulator's HTTP app: OpenAI's `POST /v1/chat/completions` and `GET /v1/models`, and
+Anthropic's `POST /v1/messages` (anthropic.py), answering per model as its SimBehaviour
+says, plus the /sim admin routes."""
 
 from __future__ import annotations
 
@@ -119,7 +120,10 @@ async def _chat_completions(request: web.Request, state: SimState) -> web.Stream
         model.faults[draw.fault.value] += 1
     serial = state.next_serial()
     behaviour = model.behaviour
-    answer = plan_answer(body, model.tokens, behaviour.reply, draw.fault is Fault.MALFORMED, serial)
+    broken = draw.fault is Fault.MALFORMED
+    answer = plan_answer(
+        body, model.tokens, behaviour.reply, broken, serial, behaviour.json_fields_limit
+    )
     if body.get("stream") is True:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -160,17 +164,45 @@ async def _stream(
     encoder = wire.ChunkEncoder(
         f"chatcmpl-sim{serial:08d}", int(time.time()), model.name, include_usage
     )
+    # the role chunk first, then one chunk per piece: the layout with_stream_error expects
     chunks = answer.chunks(encoder, include_usage)
+    if model.behaviour.stream_error_after is not None:
+        model.faults["stream_error"] += 1
+        chunks = with_stream_error(chunks, model.behaviour.stream_error_after, answer, wire.STREAM_ERROR)
     cut = -1
     if draw.fault is Fault.DISCONNECT:
         # never past the finish chunk, so the client always sees an unfinished answer
         finish_index = len(answer.pieces) + 1
         cut = min(model.behaviour.disconnect_after, finish_index)
-    response = web.StreamResponse(status=200, headers={**wire.SSE_HEADERS, **model.headers})
+    headers = {**wire.SSE_HEADERS, **model.headers}
+    return await send_stream(request, model, chunks, draw.ttft, cut, headers)
+
+
+def with_stream_error(
+    chunks: list[tuple[int, bytes]], after: int, answer: Answer, error: bytes
+) -> list[tuple[int, bytes]]:
+    """The stream cut after `after` content pieces, ending in an in-band error event instead.
+    `chunks` holds an opening chunk, then one chunk per piece of the answer."""
+    kept = 1 + min(after, len(answer.pieces))
+    slot = chunks[kept][0] if kept < len(chunks) else chunks[-1][0]
+    return [*chunks[:kept], (slot, error)]
+
+
+async def send_stream(
+    request: web.Request,
+    model: ModelState,
+    chunks: list[tuple[int, bytes]],
+    ttft: float,
+    cut: int,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    """A 200 event stream: each chunk when its token slot is due (`ttft`, then the model's
+    tokens per second); with `cut` >= 0 the connection drops before that chunk."""
+    response = web.StreamResponse(status=200, headers=headers)
     model.statuses["200"] += 1
     await response.prepare(request)
     loop = asyncio.get_running_loop()
-    start = loop.time() + draw.ttft
+    start = loop.time() + ttft
     interval = 1.0 / model.behaviour.tokens_per_second
     pending: list[bytes] = []
     for index, (slot, chunk) in enumerate(chunks):
@@ -213,10 +245,15 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 def make_sim_app(behaviours: dict[str, SimBehaviour], seed: int = 0) -> web.Application:
-    """An aiohttp app serving the OpenAI Chat Completions API for the given models."""
+    """An aiohttp app serving the OpenAI Chat Completions and Anthropic Messages APIs for the
+    given models."""
     app = web.Application(client_max_size=64 * 1024 * 1024)  # long prompts in benchmarks
     app[STATE] = SimState(behaviours, seed)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    # imported here: the Anthropic endpoint builds on this module's fault and pacing helpers
+    from turnout.sim import anthropic
+
+    app.router.add_post("/v1/messages", anthropic.messages)
     app.router.add_get("/v1/models", list_models)
     admin.add_routes(app)
     app.on_startup.append(_on_startup)

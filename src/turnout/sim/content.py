@@ -110,13 +110,16 @@ def example_object(
     }
 
 
-def json_reply(response_format: dict[str, Any], reply: str) -> str:
-    """The JSON text a model in JSON mode answers with."""
+def json_reply(response_format: dict[str, Any], reply: str, fields_limit: int | None = None) -> str:
+    """The JSON text a model in JSON mode answers with. A `fields_limit` models one that
+    copes with small objects only: past that many fields, the rest are left out."""
     if response_format.get("type") == "json_schema":
         spec = response_format.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if isinstance(schema, dict):
             value = example_value(schema)
+            if isinstance(value, dict) and fields_limit is not None:
+                value = dict(list(value.items())[:fields_limit])
             return orjson.dumps(value).decode()
     return orjson.dumps({"reply": reply}).decode()
 

@@ -8,6 +8,11 @@ import orjson
 
 FINGERPRINT = "fp_turnout_sim"
 DONE = b"data: [DONE]\n\n"
+# an error inside a 200 stream, as OpenRouter and Groq send one (stream_error_after)
+STREAM_ERROR = (
+    b'data: {"error":{"message":"Overloaded (simulated)","type":"overloaded_error",'
+    b'"param":null,"code":529}}\n\n'
+)
 JSON_HEADERS = {"content-type": "application/json"}
 SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache"}
 

