@@ -2,6 +2,11 @@
 wrk.method = "POST"
 wrk.body = '{"model": "chat", "messages": [{"role":"system","content":"You are terse."},{"role":"user","content":"Say hi."}]}'
 wrk.headers["Content-Type"] = "application/json"
+-- bench/run.py sets BENCH_BEARER for systems that need a key (litellm's master key)
+local bearer = os.getenv("BENCH_BEARER")
+if bearer and bearer ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. bearer
+end
 
 done = function(summary, latency, requests)
   local e = summary.errors

@@ -3,8 +3,10 @@
 Every stream records the arrival time of each content chunk (an SSE event whose first choice
 has delta content); the gaps between consecutive content chunks of all streams are pooled.
 Prints one JSON object: gap p50/p90/p99/max, time to first chunk, wall time, failures.
+A non-empty BENCH_BEARER environment variable is sent as `Authorization: Bearer ...`;
+`--max-tokens N` adds `max_tokens` to the request (bench/stream_upstream.py then sends N chunks).
 
-    python bench/stream_load.py --url http://127.0.0.1:18802 --streams 100 --chunks 32
+    python bench/stream_load.py --url http://127.0.0.1:18802 --streams 100 --chunks 64
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -55,16 +58,20 @@ def is_content_chunk(data: bytes) -> bool:
 
 
 async def one_stream(
-    session: aiohttp.ClientSession, url: str, expect: int, totals: Totals, delay: float
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    expect: int,
+    totals: Totals,
+    delay: float,
 ) -> None:
     await asyncio.sleep(delay)  # spread the starts: the connection storm is not what we measure
     start = time.perf_counter()
     times: list[float] = []
     done = False
     try:
-        async with session.post(
-            url, data=orjson.dumps(BODY), headers={"Content-Type": "application/json"}
-        ) as resp:
+        async with session.post(url, data=body, headers=headers) as resp:
             if resp.status != 200:
                 text = (await resp.text())[:200]
                 totals.errors.append(f"HTTP {resp.status}: {text}")
@@ -93,16 +100,23 @@ async def one_stream(
 
 
 async def run(
-    base_url: str, streams: int, expect: int, timeout: float, ramp: float
+    base_url: str, streams: int, expect: int, timeout: float, ramp: float, max_tokens: int
 ) -> dict[str, object]:
     url = base_url.rstrip("/") + "/v1/chat/completions"
+    body = orjson.dumps({**BODY, "max_tokens": max_tokens} if max_tokens else BODY)
+    headers = {"Content-Type": "application/json"}
+    if bearer := os.environ.get("BENCH_BEARER", ""):
+        headers["Authorization"] = f"Bearer {bearer}"
     totals = Totals()
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
         start = time.perf_counter()
         await asyncio.gather(
-            *(one_stream(session, url, expect, totals, ramp * i / streams) for i in range(streams))
+            *(
+                one_stream(session, url, body, headers, expect, totals, ramp * i / streams)
+                for i in range(streams)
+            )
         )
         wall = time.perf_counter() - start
     gaps, ttfc = sorted(totals.gaps), sorted(totals.ttfc)
@@ -127,17 +141,20 @@ def main() -> None:
     parser.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:18802")
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument(
-        "--chunks", type=int, default=32, help="content chunks each stream must carry"
+        "--chunks", type=int, default=64, help="content chunks each stream must carry"
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="per-stream limit, seconds")
     parser.add_argument(
         "--ramp-ms", type=float, default=0.0, help="spread stream starts evenly over this time"
     )
+    parser.add_argument("--max-tokens", type=int, default=0, help="send max_tokens (0: none)")
     args = parser.parse_args()
     host = urlsplit(args.url).hostname or ""
     if not (host.startswith("127.") or host in ("localhost", "::1")):
         sys.exit(f"refusing to load {host!r}: benchmark traffic stays on loopback")
-    result = uvloop.run(run(args.url, args.streams, args.chunks, args.timeout, args.ramp_ms / 1000))
+    result = uvloop.run(
+        run(args.url, args.streams, args.chunks, args.timeout, args.ramp_ms / 1000, args.max_tokens)
+    )
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
 
 

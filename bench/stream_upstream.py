@@ -2,9 +2,10 @@
 
 `POST /v1/chat/completions` with `stream: true` answers with N `chat.completion.chunk` SSE events
 at a fixed spacing (deadlines from the stream's start, so lateness does not accumulate), then a
-usage chunk and `data: [DONE]`. Without `stream` it answers one static chat.completion.
+usage chunk and `data: [DONE]`; a smaller `max_tokens` in the request caps N (one token a chunk).
+Without `stream` it answers one static chat.completion.
 
-    python bench/stream_upstream.py --port 18801 --chunks 32 --spacing-ms 100
+    python bench/stream_upstream.py --port 18801 --chunks 64 --spacing-ms 20
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if not payload.get("stream"):
         return web.Response(body=completion_body(model), content_type="application/json")
     chunks, spacing = request.app[CHUNKS], request.app[SPACING]
+    max_tokens = payload.get("max_tokens")
+    if isinstance(max_tokens, int) and 0 < max_tokens < chunks:
+        chunks = max_tokens  # as a model would: the bench's short warm-up streams use this
     resp = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
@@ -91,7 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--chunks", type=int, default=32)
+    parser.add_argument("--chunks", type=int, default=64)
     parser.add_argument("--spacing-ms", type=float, default=100.0)
     args = parser.parse_args()
     uvloop.run(serve(args.host, args.port, args.chunks, args.spacing_ms))

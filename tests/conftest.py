@@ -101,7 +101,8 @@ def start_gateway(
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            # each gateway keeps its ledger (SQLite) in the test's own directory
+            env={**os.environ, "TURNOUT_DATA_DIR": str(tmp_path), **(env or {})},
         )
     gateway = GatewayProcess(process, port, log_path)
     deadline = time.monotonic() + ready_timeout

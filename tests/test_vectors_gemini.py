@@ -21,13 +21,17 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 
 from tests.vectors import Interaction, find, load, vectors_dir
+from turnout.config.schema import ProviderConfig, Timeouts
 from turnout.dialects.gemini import UPSTREAM, GeminiStreamDecoder
 from turnout.dialects.gemini.encode import SKIP_SIGNATURE
 from turnout.dialects.openai.upstream import decode_error as openai_decode_error
 from turnout.dialects.sse import SSEEvent, SSEParser
 from turnout.model import ErrorClass, Request, Response, UpstreamError, Usage
+from turnout.providers.base import Call
+from turnout.providers.http import HTTPProvider
 
 if vectors_dir() is None:
     pytest.skip(
@@ -318,7 +322,7 @@ def test_cached_tokens_and_unusable_bodies() -> None:
         body[:-1] + b',"usageMetadata":' + orjson.dumps(meta) + b"}"
     )
     assert response.usage == Usage(prompt_tokens=100, completion_tokens=5, cached_tokens=60)
-    for raw in (b"not json", b"[1]", b'{"candidates": []}', b"{}"):
+    for raw in (b"not json", b"[1]", b"[]", b'{"candidates": []}', b"{}"):
         with pytest.raises(UpstreamError) as caught:
             UPSTREAM.decode_response(raw)
         assert caught.value.error_class is ErrorClass.INVALID_OUTPUT
@@ -328,6 +332,10 @@ def test_cached_tokens_and_unusable_bodies() -> None:
             b'{"error": {"code": 503, "message": "x", "status": "UNAVAILABLE"}}'
         )
     assert (caught.value.error_class, caught.value.status) == (ErrorClass.SERVER_ERROR, 503)
+    # the same, as a list (streamGenerateContent without alt=sse)
+    with pytest.raises(UpstreamError) as caught:
+        UPSTREAM.decode_response(b'[{"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}]')
+    assert (caught.value.error_class, caught.value.status) == (ErrorClass.RATE_LIMITED, 429)
 
 
 def test_array_of_chunks_is_folded() -> None:
@@ -1151,4 +1159,66 @@ def test_kept_signature_and_reasoning_history() -> None:
     ]
     assert answer["parts"] == [
         {"functionResponse": {"name": "f", "response": {"ok": True}, "id": "c1"}}
+    ]
+
+
+# --- end to end: a real HTTPProvider replaying recorded answers -----------------------------------
+
+
+async def test_http_provider_replays_recorded_traffic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recorded stream (which ends with the body, no [DONE]) and a recorded answer, served
+    by a tiny app on 127.0.0.1 that checks what HTTPProvider sends."""
+    stream = find("google/test_google_model_stream.yaml#0")
+    answer = find("google/test_google_model.yaml#0")
+    seen: list[tuple[str, str | None, dict[str, Any]]] = []
+
+    async def generate(http: web.Request) -> web.StreamResponse:
+        seen.append((http.path_qs, http.headers.get("x-goog-api-key"), await http.json()))
+        if http.path.endswith(":streamGenerateContent"):
+            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await response.prepare(http)
+            raw = stream.response_bytes
+            for i in range(0, len(raw), 50):  # in odd pieces
+                await response.write(raw[i : i + 50])
+            await response.write_eof()
+            return response
+        return web.Response(body=answer.response_bytes, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1beta/models/{call}", generate)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    monkeypatch.setenv("TURNOUT_TEST_GEMINI_KEY", "gemini-test-key")
+    config = ProviderConfig(
+        kind="gemini",
+        base_url=f"http://127.0.0.1:{port}/v1beta",
+        api_key="${TURNOUT_TEST_GEMINI_KEY}",
+    )
+    provider = HTTPProvider("gemini", config, UPSTREAM)
+    await provider.start()
+    try:
+        hello = _request([{"role": "user", "content": "Hello!"}])
+        response = await provider.complete(hello, Call("gemini-2.5-flash", Timeouts()))
+        assert response.content == "Hello! How can I help you today?"
+        deltas = [
+            delta
+            async for delta in provider.stream(hello, Call("gemini-2.0-flash-exp", Timeouts()))
+        ]
+    finally:
+        await provider.close()
+        await runner.cleanup()
+    assert "".join(d.content or "" for d in deltas) == "The capital of France is Paris.\n"
+    assert deltas[-1].finish_reason == "stop"
+    assert deltas[-1].usage == Usage(prompt_tokens=13, completion_tokens=8)
+    body = {"contents": [{"role": "user", "parts": [{"text": "Hello!"}]}]}
+    assert seen == [
+        ("/v1beta/models/gemini-2.5-flash:generateContent", "gemini-test-key", body),
+        (
+            "/v1beta/models/gemini-2.0-flash-exp:streamGenerateContent?alt=sse",
+            "gemini-test-key",
+            body,
+        ),
     ]

@@ -113,3 +113,32 @@ def shared_sim(behaviours: dict[str, dict], seed: int = 1) -> Iterator[SharedSim
     app = make_sim_app({k: SimBehaviour(**v) for k, v in behaviours.items()}, seed)
     with serve_app(app) as port:
         yield SharedSim(port)
+
+
+def usage_reporting_upstream(usage: dict) -> web.Application:
+    """Answers every chat completion with a fixed text and the given usage object."""
+
+    async def handler(_: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "id": "chatcmpl-fixed",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "fixed"},
+                    }
+                ],
+                "usage": {
+                    **usage,
+                    "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
+                },
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    return app

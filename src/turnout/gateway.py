@@ -8,6 +8,8 @@ import logging
 import time
 from typing import Any
 
+from turnout.accounting.auth import Authenticator
+from turnout.accounting.service import Accounting
 from turnout.config.schema import Config
 from turnout.execute import Executor
 from turnout.health import HealthEngine
@@ -33,10 +35,14 @@ class Gateway:
         self.selector = Selector(config, self.health)
         for name, model in config.models.items():
             self.health.register(name, model.provider)
+        self.accounting = Accounting(config)
+        self.auth = Authenticator(config, self.accounting.store)
         self._probes: asyncio.Task[None] | None = None
         self._probing: set[str] = set()
 
     async def start(self) -> None:
+        await self.accounting.start()
+        await self.auth.start()
         for name, provider in self.providers.items():
             reason = provider.unavailable_reason()
             if reason:
@@ -51,9 +57,11 @@ class Gateway:
             self._probes.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probes
+        await self.auth.close()
         await self.health.close()
         for provider in self.providers.values():
             await provider.close()
+        await self.accounting.close()  # last: drains every ledger row still queued
 
     async def _probe_loop(self) -> None:
         """Half-open models with no traffic, and rejected keys, get a synthetic tiny request."""

@@ -14,24 +14,13 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from turnout.accounting.cost import cost_usd
 from turnout.cli.common import config_from_args, setup_logging
-from turnout.config.schema import Price
 from turnout.execute import AllTargetsFailed, PassThroughError
 from turnout.gateway import Gateway
 from turnout.model import Request, Usage
 
 PROBE = [{"role": "user", "content": "Reply with the single word: OK"}]
-
-
-def cost_usd(price: Price, usage: Usage) -> float:
-    """USD for one answer. Cached prompt tokens are priced at the cached rate, not twice."""
-    cached_rate = price.cached_input if price.cached_input is not None else price.input
-    fresh = usage.prompt_tokens - usage.cached_tokens
-    return (
-        fresh * price.input
-        + usage.cached_tokens * cached_rate
-        + usage.completion_tokens * price.output
-    ) / 1_000_000
 
 
 async def _check_model(gateway: Gateway, name: str) -> dict[str, Any]:
@@ -61,7 +50,7 @@ async def _check_model(gateway: Gateway, name: str) -> dict[str, Any]:
         latency_ms=round((time.perf_counter() - started) * 1000, 1),
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
-        cost_usd=round(cost_usd(gateway.config.models[name].price, usage), 8),
+        cost_usd=round(cost_usd(plan.targets[0].price, usage), 8),
         reply="".join(text).strip()[:40],
     )
     return row

@@ -21,7 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from turnout.cli.check import cost_usd
+from turnout.accounting.cost import cost_usd
 from turnout.cli.common import setup_logging
 from turnout.config import parse_config
 from turnout.config.schema import SimBehaviour
@@ -132,8 +132,9 @@ async def _one_request(
     tally.served[model] += 1
     if usage:
         used = Usage(usage["prompt_tokens"], usage["completion_tokens"])
-        tally.cost += cost_usd(gateway.config.models[model].price, used)
-        tally.cost_all_fallback += cost_usd(gateway.config.models["haiku"].price, used)
+        prices = {t.name: t.price for t in gateway.planner.plans["chat"].targets}
+        tally.cost += cost_usd(prices[model], used)
+        tally.cost_all_fallback += cost_usd(prices["haiku"], used)
 
 
 def _table(phase: str, tally: Tally, remaining: float) -> Group:

@@ -33,6 +33,25 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
 
+    keys = commands.add_parser("keys", help="create, list and revoke gateway API keys")
+    keys.add_argument("--config", "-c", help="YAML config file (its ledger holds the keys)")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="make a key; it is printed once")
+    create.add_argument("name")
+    create.add_argument("--routes", help="comma list of routes it may use (default: all)")
+    create.add_argument("--rpm", type=int, help="requests per minute")
+    create.add_argument("--tpm", type=int, help="tokens per minute")
+    create.add_argument("--daily-budget", type=float, help="USD per UTC day")
+    create.add_argument("--monthly-budget", type=float, help="USD per calendar month")
+    create.add_argument("--on-exceed", choices=["block", "downgrade"], default="block")
+    create.add_argument("--admin", action="store_true", help="may use the admin endpoints")
+    actions.add_parser("list", help="list keys (never the keys themselves)")
+    revoke = actions.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    report = commands.add_parser("report", help="spend, savings and fallbacks from the ledger")
+    report.add_argument("--config", "-c", help="YAML config file (its ledger is read)")
+    report.add_argument("--since", default="7d", help="7d, 24h, 30m or an ISO date")
+    report.add_argument("--format", choices=["table", "json", "csv"], default="table")
     demo = commands.add_parser("demo", help="watch failover happen, in under a minute")
     demo.add_argument("--speed", type=float, default=1.0, help="run the story faster (2 = twice)")
     demo.add_argument("--port", type=int, default=0, help="gateway port (default: any free)")
@@ -53,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         from turnout.cli.sim import sim
 
         return sim(args)
+    if args.command == "keys":
+        from turnout.cli.keys import keys
+
+        return keys(args)
+    if args.command == "report":
+        from turnout.cli.report import report
+
+        return report(args)
     if args.command == "status":
         from turnout.cli.status import status
 

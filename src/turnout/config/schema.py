@@ -42,6 +42,10 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 SecretRef = Annotated[Secret, BeforeValidator(_to_secret), PlainSerializer(repr)]
 
 
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
 
@@ -133,7 +137,7 @@ Capability = Literal["tools", "json", "vision"]
 class ModelConfig(Strict):
     provider: str
     model: str | None = None  # the upstream's name; defaults to this model's key
-    price: Price = Price()
+    price: Price | None = None  # None: the shipped default table's price for `model`
     context_window: int | None = Field(None, gt=0)
     supports: list[Capability] = Field(default_factory=list)
     timeout: TimeoutOverride = TimeoutOverride()
@@ -180,6 +184,8 @@ class RouteConfig(Strict):
     consistency: Consistency | None = None
     output_schema: dict[str, Any] | None = None  # every answer must be JSON valid against it
     guard: GuardConfig = GuardConfig()
+    # savings are reported against this model: what the same tokens would have cost there
+    baseline: str | None = None
 
     @model_validator(mode="after")
     def _check_policy(self) -> RouteConfig:
@@ -233,6 +239,47 @@ class StateConfig(Strict):
     prefix: str = "turnout"  # key and channel prefix: one per gateway fleet
 
 
+class LedgerConfig(Strict):
+    backend: Literal["sqlite", "postgres", "off"] = "sqlite"
+    path: str | None = None  # sqlite: the database file (default: <data_dir>/turnout.db)
+    dsn: SecretRef | None = None  # postgres: ${ENV} reference to a DSN (it holds a password)
+
+
+class JWTConfig(Strict):
+    """Bearer JWTs mapped to a gateway key by a claim (its value: a key's name or id)."""
+
+    algorithm: Literal["HS256", "RS256"] = "HS256"
+    secret: SecretRef | None = None  # HS256
+    jwks_file: str | None = None  # RS256: a JSON Web Key Set file
+    claim: str = "sub"
+    audience: str | None = None
+    issuer: str | None = None
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> JWTConfig:
+        if self.algorithm == "HS256" and self.secret is None:
+            raise ValueError("secret: required for HS256 (a ${ENV} reference)")
+        if self.algorithm == "RS256" and not self.jwks_file:
+            raise ValueError("jwks_file: required for RS256")
+        return self
+
+
+class AuthConfig(Strict):
+    # None: required, except on a loopback bind (where turning it off is allowed, with a
+    # warning); false on any other bind is a config error
+    required: bool | None = None
+    jwt: JWTConfig | None = None
+
+
+class BudgetConfig(Strict):
+    scope: Literal["route", "provider"]  # per-key budgets live on the key itself
+    name: str
+    daily_usd: float | None = Field(None, ge=0)
+    monthly_usd: float | None = Field(None, ge=0)
+    soft: float = Field(0.8, gt=0, le=1)  # share of a budget that raises an alert event
+    on_exceed: Literal["block", "downgrade"] = "block"
+
+
 class Config(Strict):
     server: ServerConfig = ServerConfig()
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
@@ -240,6 +287,10 @@ class Config(Strict):
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
     health: HealthConfig = HealthConfig()
     state: StateConfig = StateConfig()
+    data_dir: str | None = None  # default: $TURNOUT_DATA_DIR, else ~/.local/share/turnout
+    ledger: LedgerConfig = LedgerConfig()
+    auth: AuthConfig = AuthConfig()
+    budgets: list[BudgetConfig] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -250,6 +301,16 @@ class Config(Strict):
                     f"models.{name}.provider: unknown provider {model.provider!r}"
                     f" (known: {', '.join(sorted(self.providers)) or 'none'})"
                 )
+        if self.auth.required is False and not is_loopback(self.server.host):
+            raise ValueError(
+                f"auth.required: false is allowed only on a loopback bind, not {self.server.host}"
+            )
+        if self.ledger.backend == "postgres" and self.ledger.dsn is None:
+            raise ValueError("ledger.dsn: required for backend postgres (a ${ENV} reference)")
+        for i, budget in enumerate(self.budgets):
+            known = self.routes if budget.scope == "route" else self.providers
+            if budget.name not in known:
+                raise ValueError(f"budgets.{i}.name: no {budget.scope} named {budget.name!r}")
         for name, route in self.routes.items():
             for i, target in enumerate(route.targets):
                 if target not in self.models:
@@ -259,4 +320,6 @@ class Config(Strict):
                     )
             if name in self.models:
                 raise ValueError(f"routes.{name}: a route cannot share a name with a model")
+            if route.baseline is not None and route.baseline not in self.models:
+                raise ValueError(f"routes.{name}.baseline: unknown model {route.baseline!r}")
         return self

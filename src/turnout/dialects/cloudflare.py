@@ -168,9 +168,12 @@ def _response_format(response_format: dict[str, Any]) -> dict[str, Any]:
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, Mapping):
         return None
+    details = raw.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, Mapping) else 0
     return Usage(
         prompt_tokens=int(raw.get("prompt_tokens") or 0),
         completion_tokens=int(raw.get("completion_tokens") or 0),
+        cached_tokens=int(cached or 0),
     )
 
 

@@ -27,6 +27,24 @@ def make_provider(name: str, config: ProviderConfig) -> Provider:
         from turnout.providers.http import HTTPProvider
 
         return HTTPProvider(name, config)
+    if config.kind == "anthropic":
+        from turnout.dialects.anthropic.upstream import AnthropicUpstream
+        from turnout.providers.http import HTTPProvider
+
+        version = config.api_version or "2023-06-01"
+        return HTTPProvider(name, config, AnthropicUpstream(config.max_tokens, version))
+    if config.kind == "gemini":
+        from turnout.dialects.gemini.upstream import GeminiUpstream
+        from turnout.providers.http import HTTPProvider
+
+        return HTTPProvider(name, config, GeminiUpstream())
+    if config.kind == "cloudflare":
+        from turnout.dialects.cloudflare import CloudflareUpstream
+        from turnout.providers.http import HTTPProvider
+
+        return HTTPProvider(
+            name, config, CloudflareUpstream(config.account_id, max_tokens=config.max_tokens)
+        )
     if config.kind == "local":
         from turnout.providers.local import LocalProvider
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from turnout.config.schema import Config, ModelConfig, RetryConfig, Timeouts
+from turnout.accounting.prices import price_of
+from turnout.config.schema import Config, ModelConfig, Price, RetryConfig, Timeouts
 from turnout.providers.base import Provider
 
 
@@ -20,6 +21,7 @@ class Target:
     provider: Provider
     upstream_model: str
     timeouts: Timeouts
+    price: Price  # config's, or the default table's
 
 
 @dataclass(slots=True, frozen=True)
@@ -33,6 +35,7 @@ class Plan:
     output_schema: dict[str, Any] | None = None  # the route's own schema for every answer
     guard_retries: int = 0  # invalid JSON: tries again on the same model first
     buffer_streams: bool = False  # validate streamed JSON answers before sending them
+    baseline: Price | None = None  # savings are counted against this price
 
 
 def _timeouts(base: Timeouts, model: ModelConfig) -> Timeouts:
@@ -56,6 +59,11 @@ class Planner:
                 output_schema=route.output_schema,
                 guard_retries=route.guard.retry_same,
                 buffer_streams=route.guard.buffer_streams,
+                baseline=(
+                    price_of(route.baseline, config.models[route.baseline])
+                    if route.baseline
+                    else None
+                ),
             )
         for name, model in config.models.items():
             target = self._target(name, model, providers, Timeouts())
@@ -71,6 +79,7 @@ class Planner:
             provider=providers[model.provider],
             upstream_model=model.model or name,
             timeouts=_timeouts(base, model),
+            price=price_of(name, model),
         )
 
     def plan(self, requested: str) -> Plan | None:

@@ -25,7 +25,7 @@ def cheapest(targets: Sequence[Target], prompt_tokens: int, output_tokens: int) 
     """Lowest expected cost of this request first (prices per 1M tokens)."""
 
     def cost(target: Target) -> float:
-        price = target.model.price
+        price = target.price
         return prompt_tokens * price.input + output_tokens * price.output
 
     return sorted(targets, key=cost)  # stable: equal prices keep the configured order

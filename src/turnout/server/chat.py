@@ -1,30 +1,35 @@
-"""The chat endpoints, one handler for every client dialect: decode the client's request,
-plan, execute, and answer in the client's own shape, streaming or not."""
+"""The chat endpoints, one handler for every client dialect: who is calling, decode the
+request, check the key's limits and budgets, plan, execute, answer in the client's own
+shape (streaming or not), and account for it: exactly one ledger row per request, whatever
+happens (errors, client disconnects, shutdown)."""
 
 from __future__ import annotations
 
 import contextlib
+import time
+import uuid
 
 from aiohttp import web
 
+from turnout.accounting.auth import AuthError, Identity
+from turnout.accounting.records import LedgerRow
 from turnout.dialects.base import IngressDialect
 from turnout.dialects.errors import InvalidRequest
 from turnout.execute import AllTargetsFailed, Attempt, PassThroughError
+from turnout.execute.executor import estimate_prompt_tokens
 from turnout.gateway import Gateway
-from turnout.model import Request, UpstreamError
-from turnout.routing import Plan
+from turnout.model import Request, UpstreamError, Usage
+from turnout.routing import Plan, Target
 from turnout.routing.selector import NoCapableTarget
 from turnout.server.headers import turnout_headers
 
 _JSON = "application/json"
 
 
-class ChatHandler:
-    def __init__(self, gateway: Gateway, ingress: IngressDialect) -> None:
-        self.gateway = gateway
-        self.ingress = ingress
+class Refused(Exception):
+    """The request is answered with an error before any upstream attempt."""
 
-    def error_response(
+    def __init__(
         self,
         status: int,
         message: str,
@@ -33,19 +38,78 @@ class ChatHandler:
         param: str | None = None,
         error_type: str | None = None,
         headers: dict[str, str] | None = None,
-    ) -> web.Response:
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.error_type = error_type
+        self.headers = headers
+
+
+class ChatHandler:
+    def __init__(self, gateway: Gateway, ingress: IngressDialect) -> None:
+        self.gateway = gateway
+        self.ingress = ingress
+
+    def error_response(self, refused: Refused) -> web.Response:
         body = self.ingress.encode_error(
-            status, message, code=code, param=param, error_type=error_type
+            refused.status,
+            refused.message,
+            code=refused.code,
+            param=refused.param,
+            error_type=refused.error_type,
         )
-        return web.Response(status=status, body=body, content_type=_JSON, headers=headers)
+        return web.Response(
+            status=refused.status, body=body, content_type=_JSON, headers=refused.headers
+        )
 
     async def __call__(self, http: web.Request) -> web.StreamResponse:
+        row = LedgerRow(
+            id=uuid.uuid4().hex,
+            started_at=time.time(),
+            route="",
+            dialect=self.ingress.name,
+            stream=False,
+            status=500,
+            outcome="error",
+        )
+        t0 = time.perf_counter()
+        identity: Identity | None = None
         try:
-            request = self.ingress.decode_request(await http.read())
+            identity = await self._identify(http)
+            row.key_id = identity.key_id
+            request = self._decode(await http.read(), http)
+            row.route, row.stream, row.session = request.model, request.stream, request.session
+            plan = self._plan(request)
+            self._admit(identity, plan, request)
+            response = await self._answer(http, request, plan, row)
+        except Refused as refused:
+            row.status, row.error = refused.status, refused.message[:300]
+            refused.headers = {**(refused.headers or {}), "x-turnout-request-id": row.id}
+            response = self.error_response(refused)
+        finally:
+            row.latency_ms = (time.perf_counter() - t0) * 1000
+            self.gateway.accounting.record(row, identity.key if identity else None)
+        return response
+
+    # --- before any attempt -------------------------------------------------------------
+
+    async def _identify(self, http: web.Request) -> Identity:
+        try:
+            return await self.gateway.auth.identify(http.headers)
+        except AuthError as exc:
+            error_type = "authentication_error" if exc.status == 401 else "permission_error"
+            raise Refused(exc.status, exc.message, code=exc.code, error_type=error_type) from None
+
+    def _decode(self, raw: bytes, http: web.Request) -> Request:
+        try:
+            request = self.ingress.decode_request(raw)
         except InvalidRequest as exc:
-            return self.error_response(exc.status, exc.message, param=exc.param)
+            raise Refused(exc.status, exc.message, param=exc.param) from None
         if "x-turnout-route-policy" in http.headers:
-            return self.error_response(
+            raise Refused(
                 403,
                 "x-turnout-route-policy is not accepted from clients: the route's policy is set"
                 " in the gateway's config.",
@@ -55,77 +119,165 @@ class ChatHandler:
         request.session = http.headers.get("x-turnout-session") or None
         if exclude := http.headers.get("x-turnout-exclude"):
             request.exclude = frozenset(m.strip() for m in exclude.split(",") if m.strip())
+        return request
+
+    def _plan(self, request: Request) -> Plan:
         plan = self.gateway.planner.plan(request.model)
         if plan is None:
             known = ", ".join(sorted(self.gateway.config.routes)) or "none"
-            return self.error_response(
+            raise Refused(
                 404,
                 f"The model {request.model!r} is not a route or model of this gateway"
                 f" (routes: {known}).",
                 code="model_not_found",
                 param="model",
             )
+        return plan
+
+    def _admit(self, identity: Identity, plan: Plan, request: Request) -> None:
+        """The key's rate limits, then budgets (block, or downgrade to cheaper targets)."""
+        try:
+            self.gateway.auth.authorize(identity, plan.route)
+        except AuthError as exc:
+            raise Refused(
+                exc.status, exc.message, code=exc.code, error_type="permission_error"
+            ) from None
+        accounting = self.gateway.accounting
+        now = time.time()
+        if identity.key is not None:
+            wait = accounting.limiter.admit(identity.key, now)
+            if wait is not None:
+                raise Refused(
+                    429,
+                    f"Rate limit of key {identity.key.id} reached (rpm {identity.key.rpm},"
+                    f" tpm {identity.key.tpm}); retry in {wait:.0f}s.",
+                    code="key_rate_limited",
+                    error_type="rate_limit_error",
+                    headers={"retry-after": str(max(1, round(wait)))},
+                )
+        verdict = accounting.spend.check(identity.key, plan.route, now)
+        if verdict.blocked is not None:
+            raise Refused(
+                429,
+                f"The {verdict.blocked.label} is spent.",
+                code="budget_exceeded",
+                error_type="rate_limit_error",
+            )
+        over = {t.name for t in plan.targets if t.provider.name in verdict.providers_over}
+        if verdict.downgrade:
+            cheapest = min(t.price.output + t.price.input for t in plan.targets)
+            over |= {t.name for t in plan.targets if t.price.output + t.price.input > cheapest}
+        if over:
+            request.exclude = request.exclude | over
+
+    # --- the answer -----------------------------------------------------------------------
+
+    async def _answer(
+        self, http: web.Request, request: Request, plan: Plan, row: LedgerRow
+    ) -> web.StreamResponse:
         try:
             selection = await self.gateway.selector.select(plan, request)
         except NoCapableTarget as exc:
-            return self.error_response(400, exc.message, code=exc.code, param=exc.param)
+            raise Refused(400, exc.message, code=exc.code, param=exc.param) from None
         plan, skipped = selection.plan, selection.skipped
         try:
             if request.stream:
-                return await self._stream(http, request, plan, skipped)
+                return await self._stream(http, request, plan, skipped, row)
             completion = await self.gateway.executor.complete(plan, request, skipped)
         except AllTargetsFailed as exc:
-            return self._all_failed(exc)
+            row.attempts = [{"model": a.model, "reason": a.reason} for a in exc.attempts]
+            raise self._all_failed(exc) from None
         except PassThroughError as exc:
-            return self._pass_through(exc, plan.route)
+            row.attempts = [{"model": a.model, "reason": a.reason} for a in exc.attempts]
+            row.model, row.provider = exc.target.name, exc.target.provider.name
+            raise self._pass_through(exc, plan.route) from None
+        target = completion.target
+        self._answered(row, plan, target, completion.attempts, completion.response.usage)
+        row.status, row.outcome = 200, "stale" if completion.stale_age is not None else "ok"
         headers = turnout_headers(
-            plan.route,
-            completion.target.name,
-            completion.tries,
-            completion.attempts,
-            completion.stale_age,
+            plan.route, target.name, completion.tries, completion.attempts, completion.stale_age
         )
+        headers["x-turnout-request-id"] = row.id
+        headers["x-turnout-cost-usd"] = f"{row.cost_usd:.8f}"
+        if plan.baseline is not None:
+            headers["x-turnout-saved-usd"] = f"{row.saved_usd:.8f}"
         if completion.validated:
             headers["x-turnout-guard"] = "valid"
-        self.gateway.selector.remember(plan.route, request, completion.target.name)
-        body = self.ingress.encode_response(completion.response, completion.target.name)
+        self.gateway.selector.remember(plan.route, request, target.name)
+        completion.response.usage.cost = row.cost_usd
+        body = self.ingress.encode_response(completion.response, target.name)
         return web.Response(body=body, content_type=_JSON, headers=headers)
 
+    def _answered(
+        self, row: LedgerRow, plan: Plan, target: Target, attempts: list[Attempt], usage: Usage
+    ) -> None:
+        row.model, row.provider = target.name, target.provider.name
+        row.attempts = [{"model": a.model, "reason": a.reason} for a in attempts]
+        self.gateway.accounting.price(row, target.price, usage, plan.baseline)
+
     async def _stream(
-        self, http: web.Request, request: Request, plan: Plan, skipped: list[Attempt]
+        self,
+        http: web.Request,
+        request: Request,
+        plan: Plan,
+        skipped: list[Attempt],
+        row: LedgerRow,
     ) -> web.StreamResponse:
         stream = await self.gateway.executor.stream(plan, request, skipped)
-        self.gateway.selector.remember(plan.route, request, stream.target.name)
+        target = stream.target
+        self.gateway.selector.remember(plan.route, request, target.name)
         headers = turnout_headers(
-            plan.route, stream.target.name, stream.tries, stream.attempts, stream.stale_age
+            plan.route, target.name, stream.tries, stream.attempts, stream.stale_age
         )
+        headers["x-turnout-request-id"] = row.id
         headers["content-type"] = "text/event-stream"
         headers["cache-control"] = "no-cache"
         response = web.StreamResponse(headers=headers)
         await response.prepare(http)
-        encoder = self.ingress.stream_encoder(request, stream.target.name)
-        usage = None
+        row.status = 200
+        row.outcome = "client_closed"  # until the stream ends well
+        started = time.perf_counter()
+        encoder = self.ingress.stream_encoder(request, target.name)
+        usage: Usage | None = None
+        pieces = 0
         try:
             if opening := encoder.start():
                 await response.write(opening)
             async with contextlib.aclosing(stream.deltas()) as deltas:
                 async for delta in deltas:
+                    if row.ttft_ms is None and delta.has_content:
+                        row.ttft_ms = (time.perf_counter() - started) * 1000
                     if delta.usage is not None:
                         usage = delta.usage
+                    pieces += 1 if delta.content else 0
                     if event := encoder.delta(delta):
                         await response.write(event)
+            row.outcome = "stale" if stream.stale_age is not None else "ok"
+            if usage is not None:
+                self._answered(row, plan, target, stream.attempts, usage)
+                usage.cost = row.cost_usd
             await response.write(encoder.finish(usage))
         except UpstreamError as exc:
             # content already reached the client: say so explicitly, never truncate silently
+            row.outcome, row.error = "stream_failed", exc.message[:300]
             message = f"the upstream stream failed after it started: {exc.message}"
             await response.write(encoder.error(502, message, exc.error_class.value))
+        finally:
+            if usage is None:
+                # the stream ended early: the upstream never reported usage, so count it
+                estimate = Usage(estimate_prompt_tokens(request), pieces)
+                self._answered(row, plan, target, stream.attempts, estimate)
+                row.usage_estimated = True
         return response
 
-    def _all_failed(self, exc: AllTargetsFailed) -> web.Response:
+    # --- failures -------------------------------------------------------------------------
+
+    @staticmethod
+    def _all_failed(exc: AllTargetsFailed) -> Refused:
         headers = turnout_headers(exc.plan.route, None, exc.tries, exc.attempts)
         if exc.retry_after is not None:
             headers["retry-after"] = str(max(1, round(exc.retry_after)))
-        return self.error_response(
+        return Refused(
             503,
             str(exc),
             code="all_targets_unavailable",
@@ -133,14 +285,14 @@ class ChatHandler:
             headers=headers,
         )
 
-    def _pass_through(self, exc: PassThroughError, route: str) -> web.Response:
+    @staticmethod
+    def _pass_through(exc: PassThroughError, route: str) -> Refused:
         error = exc.error
-        headers = turnout_headers(route, exc.target.name, exc.tries, exc.attempts)
-        return self.error_response(
+        return Refused(
             error.status or 400,
             error.message,
             code=error.code,
             param=error.param,
             error_type=error.error_type,
-            headers=headers,
+            headers=turnout_headers(route, exc.target.name, exc.tries, exc.attempts),
         )

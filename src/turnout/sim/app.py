@@ -168,7 +168,9 @@ async def _stream(
     chunks = answer.chunks(encoder, include_usage)
     if model.behaviour.stream_error_after is not None:
         model.faults["stream_error"] += 1
-        chunks = with_stream_error(chunks, model.behaviour.stream_error_after, answer, wire.STREAM_ERROR)
+        chunks = with_stream_error(
+            chunks, model.behaviour.stream_error_after, answer, wire.STREAM_ERROR
+        )
     cut = -1
     if draw.fault is Fault.DISCONNECT:
         # never past the finish chunk, so the client always sees an unfinished answer

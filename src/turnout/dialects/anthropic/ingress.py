@@ -192,8 +192,9 @@ def decode_request(raw: bytes) -> AnthropicRequest:
         tool_choice=tool_choice,
         response_format=response_format,
         user=_user(body),
-        # OpenAI's name for disable_parallel_tool_use: OpenAI-compatible upstreams take it too
-        extra={} if parallel else {"parallel_tool_calls": False},
+        # OpenAI's name for disable_parallel_tool_use, which OpenAI-compatible upstreams take
+        # too (OpenAI refuses it without tools)
+        extra={"parallel_tool_calls": False} if tools and not parallel else {},
         native=native,
     )
 

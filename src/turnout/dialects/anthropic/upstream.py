@@ -94,6 +94,19 @@ def _thinking(fields: Json) -> bool:
     return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
 
 
+def _json_tool_choice(
+    request: Request, tools: list[Json], tool_choice: Json | None, thinking: bool
+) -> Json:
+    """tool_choice for the forced-tool technique, the JSON tool not yet among `tools`."""
+    if tool_choice is not None and tool_choice.get("type") == "tool":
+        return tool_choice  # a tool the client named stays its choice
+    if thinking:
+        return {"type": "auto"}  # thinking refuses forced tool use
+    if tools and request.tool_choice != "none":
+        return {"type": "any"}  # one of the client's tools may come before the answer
+    return {"type": "tool", "name": JSON_TOOL}
+
+
 def encode_request(
     request: Request,
     upstream_model: str,
@@ -125,13 +138,7 @@ def encode_request(
         if structured_output:
             output_config["format"] = {"type": "json_schema", "schema": schema}
         else:
-            if (tool_choice or {}).get("type") != "tool":  # a tool the client named stays
-                if _thinking(fields):
-                    tool_choice = {"type": "auto"}  # thinking refuses forced tool use
-                elif tools and request.tool_choice != "none":
-                    tool_choice = {"type": "any"}  # a client tool may come before the answer
-                else:
-                    tool_choice = {"type": "tool", "name": JSON_TOOL}
+            tool_choice = _json_tool_choice(request, tools, tool_choice, _thinking(fields))
             description = spec.get("description") or JSON_TOOL_DESCRIPTION
             tools.append({"name": JSON_TOOL, "description": description, "input_schema": schema})
     elif response_format.get("type") == "json_object":

@@ -158,27 +158,28 @@ def decode_response(body: bytes) -> Response:
 
 
 def _fold(chunks: list[Any]) -> Response:
-    if not all(isinstance(chunk, dict) for chunk in chunks) or not any(
-        _candidate(chunk) is not None or _blocked(chunk) for chunk in chunks
-    ):
-        raise UpstreamError(ErrorClass.INVALID_OUTPUT, "upstream chunks hold no answer", status=200)
+    if not all(isinstance(chunk, dict) for chunk in chunks):
+        raise UpstreamError(ErrorClass.INVALID_OUTPUT, "upstream answer is not a list of chunks")
     decoder = GeminiStreamDecoder()
-    deltas = [d for chunk in chunks for d in decoder.chunk(chunk)]
+    deltas = [delta for chunk in chunks for delta in decoder.chunk(chunk)]  # raises on errors
+    if not any(_candidate(chunk) is not None or _blocked(chunk) for chunk in chunks):
+        raise UpstreamError(ErrorClass.INVALID_OUTPUT, "upstream chunks hold no answer", status=200)
     calls = [
-        ToolCall(c.id or "", c.name or "", c.arguments) for d in deltas for c in d.tool_calls or ()
+        ToolCall(call.id or "", call.name or "", call.arguments)
+        for delta in deltas
+        for call in delta.tool_calls or ()
     ]
-    text = [d.content for d in deltas if d.content is not None]
-    usage = next((d.usage for d in reversed(deltas) if d.usage is not None), None)
-    first = next((c for c in chunks if isinstance(c, dict)), {})
+    text = [delta.content for delta in deltas if delta.content is not None]
+    usage = next((delta.usage for delta in reversed(deltas) if delta.usage is not None), None)
     return Response(
-        id=str(first.get("responseId") or ""),
-        model=str(first.get("modelVersion") or ""),
+        id=str(chunks[0].get("responseId") or ""),
+        model=str(chunks[0].get("modelVersion") or ""),
         content="".join(text) if text else None,
         tool_calls=calls,
         finish_reason=next((d.finish_reason for d in deltas if d.finish_reason), "stop"),
         usage=usage or Usage(),
-        reasoning="".join(d.reasoning or "" for d in deltas) or None,
-        created=_created(first),
+        reasoning="".join(delta.reasoning or "" for delta in deltas) or None,
+        created=_created(chunks[0]),
     )
 
 

@@ -151,7 +151,9 @@ def encode_contents(
     for message in messages:
         role = message.get("role")
         if role in ("system", "developer"):
-            system.extend(_parts(_text_of(message.get("content"))))
+            text = _text_of(message.get("content"))
+            if text:
+                system.append({"text": text})
             continue
         if role == "assistant":
             for call in message.get("tool_calls") or []:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from turnout.dialects.classify import class_for_status, mentions_context_length, retry_after
+from turnout.dialects.gemini.errors import error_from_object as google_error
 from turnout.dialects.sse import SSEEvent
 from turnout.model import (
     Delta,
@@ -113,6 +114,10 @@ def _error_from_object(error: Any, status: int | None) -> UpstreamError:
     """An `error` object, whether in an error body or inside a 200 answer or stream."""
     if not isinstance(error, dict):
         return UpstreamError(ErrorClass.SERVER_ERROR, str(error)[:500], status=status)
+    if isinstance(error.get("status"), str) and error["status"].isupper():
+        # Gemini's OpenAI-compatible endpoint sends Google's error object: read it as such
+        # (an invalid key is a 400 there, per-day quotas are 429s, retryDelay says when)
+        return google_error(error, status)
     message = str(error.get("message") or "upstream error")
     code = error.get("code")
     inner_status = error.get("status_code") or (code if isinstance(code, int) else None)

@@ -1,0 +1,1 @@
+"""Accounting: prices and cost, the per-request ledger, gateway keys, budgets, reports."""

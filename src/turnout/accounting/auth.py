@@ -1,0 +1,189 @@
+"""Who is calling: a gateway key (Authorization: Bearer, or x-api-key as Anthropic clients
+send it) or a JWT mapped to a key by a claim. Failures are 401s in the client's dialect.
+
+Keys live in the store (hashed); this process keeps them in memory, refreshed every few
+seconds so a key revoked by `turnout keys revoke` stops working everywhere within moments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from turnout.accounting.keys import hash_key
+from turnout.accounting.records import KeyRecord
+from turnout.config.schema import Config, JWTConfig, is_loopback
+
+log = logging.getLogger("turnout.auth")
+
+_REFRESH = 2.0  # seconds between reloads of the key table
+_MISS_TTL = 2.0  # an unknown key is not looked up in the store again for this long
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+@dataclass(slots=True, frozen=True)
+class Identity:
+    key: KeyRecord | None  # None: anonymous (auth is off)
+    via: str  # key | jwt | anonymous
+
+    @property
+    def key_id(self) -> str | None:
+        return self.key.id if self.key else None
+
+    @property
+    def admin(self) -> bool:
+        return self.key is not None and self.key.admin
+
+
+ANONYMOUS = Identity(None, "anonymous")
+
+
+def credential(headers: Any) -> str | None:
+    value = headers.get("authorization", "")
+    if value[:7].lower() == "bearer ":
+        return value[7:].strip() or None
+    return headers.get("x-api-key") or None
+
+
+def _looks_like_jwt(token: str) -> bool:
+    return token.count(".") == 2 and token.startswith("eyJ")
+
+
+class Authenticator:
+    def __init__(self, config: Config, store: Any | None) -> None:
+        self.store = store
+        self.jwt: JWTConfig | None = config.auth.jwt
+        required = config.auth.required
+        self.required = required if required is not None else not is_loopback(config.server.host)
+        self._by_hash: dict[str, KeyRecord] = {}
+        self._misses: dict[str, float] = {}
+        self._refresh: asyncio.Task[None] | None = None
+        self._jwks: jwt.PyJWKSet | None = None
+        if self.jwt and self.jwt.jwks_file:
+            self._jwks = jwt.PyJWKSet.from_json(Path(self.jwt.jwks_file).read_text())
+
+    async def start(self) -> None:
+        if not self.required:
+            log.warning(
+                "authentication is off (loopback bind): any local process can use this gateway"
+            )
+        if self.store is not None:
+            await self._load()
+            self._refresh = asyncio.create_task(self._refresh_loop(), name="keys-refresh")
+        if self.required and not self._by_hash and self.jwt is None:
+            log.warning("authentication is required but no key exists: `turnout keys create`")
+
+    async def close(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh
+
+    async def _load(self) -> None:
+        keys = await self.store.list_keys()
+        self._by_hash = {k.key_hash: k for k in keys}
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_REFRESH)
+            try:
+                await self._load()
+            except Exception as exc:  # noqa: BLE001 - keep the last good table
+                log.warning("could not reload gateway keys: %s", exc)
+
+    def by_name(self, name: str) -> KeyRecord | None:
+        return next((k for k in self._by_hash.values() if name in (k.name, k.id)), None)
+
+    async def identify(self, headers: Any) -> Identity:
+        token = credential(headers)
+        if token is None:
+            if self.required:
+                raise AuthError(
+                    401, "Missing API key: send Authorization: Bearer <key>.", "missing_api_key"
+                )
+            return ANONYMOUS
+        if self.jwt is not None and _looks_like_jwt(token):
+            return self._from_jwt(token)
+        record = await self._lookup(hash_key(token))
+        if record is None:
+            if not self.required:
+                # auth is off: OpenAI clients always send some key; an unknown one is fine
+                return ANONYMOUS
+            raise AuthError(401, "Invalid API key.", "invalid_api_key")
+        if record.revoked_at is not None:
+            raise AuthError(401, f"API key {record.id} has been revoked.", "revoked_api_key")
+        return Identity(record, "key")
+
+    async def _lookup(self, key_hash: str) -> KeyRecord | None:
+        record = self._by_hash.get(key_hash)
+        if record is not None or self.store is None:
+            return record
+        now = time.monotonic()
+        if now - self._misses.get(key_hash, -_MISS_TTL) < _MISS_TTL:
+            return None
+        record = await self.store.get_key_by_hash(key_hash)  # made since the last refresh?
+        if record is None:
+            self._misses[key_hash] = now
+            if len(self._misses) > 10_000:
+                self._misses.clear()
+        else:
+            self._by_hash[key_hash] = record
+        return record
+
+    def _from_jwt(self, token: str) -> Identity:
+        config = self.jwt
+        assert config is not None
+        try:
+            if config.algorithm == "HS256":
+                assert config.secret is not None
+                key: Any = config.secret.reveal()
+            else:
+                kid = jwt.get_unverified_header(token).get("kid")
+                assert self._jwks is not None
+                keys = [k for k in self._jwks.keys if kid is None or k.key_id == kid]
+                if not keys:
+                    raise AuthError(401, "JWT signed with an unknown key.", "invalid_token")
+                key = keys[0].key
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[config.algorithm],
+                audience=config.audience,
+                issuer=config.issuer,
+                options={"require": ["exp"], "verify_aud": config.audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError(401, "JWT has expired.", "expired_token") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthError(401, f"Invalid JWT: {exc}.", "invalid_token") from None
+        subject = claims.get(config.claim)
+        record = self.by_name(str(subject)) if subject is not None else None
+        if record is None or record.revoked_at is not None:
+            raise AuthError(
+                401, f"JWT claim {config.claim}={subject!r} names no active key.", "invalid_token"
+            )
+        return Identity(record, "jwt")
+
+    @staticmethod
+    def authorize(identity: Identity, route: str) -> None:
+        key = identity.key
+        if key is not None and key.routes is not None and route not in key.routes:
+            raise AuthError(
+                403,
+                f"Key {key.id} may not use {route!r} (allowed: {', '.join(key.routes)}).",
+                "route_not_allowed",
+            )

@@ -1,0 +1,148 @@
+"""Budgets: daily and monthly USD limits per key, route and provider.
+
+Spend comes from ledger rows as they are recorded (and, at start, from the store's sums
+for the current UTC day and month, so a restart forgets nothing). Crossing a budget's
+`soft` share raises an alert event once per period; reaching the limit blocks (429 naming
+the budget) or downgrades the request to the route's cheapest targets (`on_exceed`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from turnout.accounting.records import KeyRecord, LedgerRow
+from turnout.config.schema import Config
+
+log = logging.getLogger("turnout.budgets")
+PERIODS = ("daily", "monthly")
+
+
+def period_start(period: str, now: float) -> float:
+    day = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (day.replace(day=1) if period == "monthly" else day).timestamp()
+
+
+@dataclass(slots=True, frozen=True)
+class Budget:
+    scope: str  # key | route | provider
+    name: str  # key id, route name or provider name
+    period: str  # daily | monthly
+    usd: float
+    soft: float = 0.8
+    on_exceed: str = "block"
+
+    @property
+    def label(self) -> str:
+        return f"{self.period} budget of {self.scope} {self.name} (${self.usd:g})"
+
+
+@dataclass(slots=True)
+class Verdict:
+    blocked: Budget | None = None
+    downgrade: bool = False
+    providers_over: frozenset[str] = frozenset()  # providers whose own budget is spent
+
+
+class SpendTracker:
+    def __init__(self, config: Config) -> None:
+        self.budgets: list[Budget] = []
+        for entry in config.budgets:
+            for period, usd in (("daily", entry.daily_usd), ("monthly", entry.monthly_usd)):
+                if usd is not None:
+                    self.budgets.append(
+                        Budget(entry.scope, entry.name, period, usd, entry.soft, entry.on_exceed)
+                    )
+        # (scope, name, period) -> [period start, spent]
+        self._spent: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self._alerted: set[tuple[str, str, str, float]] = set()
+        self.events: deque[dict[str, Any]] = deque(maxlen=1000)
+
+    async def load(self, store: Any) -> None:
+        """Today's and this month's spend so far, from the store."""
+        now = time.time()
+        for period in PERIODS:
+            since = period_start(period, now)
+            for scope, column in (("key", "key_id"), ("route", "route"), ("provider", "provider")):
+                for name, usd in (await store.spend(since, column)).items():
+                    if name:
+                        self._spent[(scope, name, period)] = [since, usd]
+
+    def spent(self, scope: str, name: str, period: str, now: float | None = None) -> float:
+        now = time.time() if now is None else now
+        start, usd = self._spent.get((scope, name, period), (0.0, 0.0))
+        return usd if start == period_start(period, now) else 0.0
+
+    def add(self, row: LedgerRow) -> None:
+        if not row.cost_usd:
+            return
+        now = row.started_at
+        for scope, name in (("key", row.key_id), ("route", row.route), ("provider", row.provider)):
+            if not name:
+                continue
+            for period in PERIODS:
+                start = period_start(period, now)
+                entry = self._spent[(scope, name, period)]
+                if entry[0] != start:
+                    entry[0], entry[1] = start, 0.0  # a new day or month
+                entry[1] += row.cost_usd
+        self._alert_soft(now)
+
+    def _key_budgets(self, key: KeyRecord | None) -> list[Budget]:
+        if key is None:
+            return []
+        on_exceed = key.on_exceed
+        return [
+            Budget("key", key.id, period, usd, 0.8, on_exceed)
+            for period, usd in (
+                ("daily", key.daily_budget_usd),
+                ("monthly", key.monthly_budget_usd),
+            )
+            if usd is not None
+        ]
+
+    def check(self, key: KeyRecord | None, route: str, now: float | None = None) -> Verdict:
+        now = time.time() if now is None else now
+        verdict = Verdict()
+        over_providers = set()
+        for budget in [*self._key_budgets(key), *self.budgets]:
+            if budget.scope == "route" and budget.name != route:
+                continue
+            if self.spent(budget.scope, budget.name, budget.period, now) < budget.usd:
+                continue
+            if budget.scope == "provider":
+                over_providers.add(budget.name)  # its models are skipped; others may answer
+            elif budget.on_exceed == "downgrade":
+                verdict.downgrade = True
+            elif verdict.blocked is None:
+                verdict.blocked = budget
+        verdict.providers_over = frozenset(over_providers)
+        return verdict
+
+    def _alert_soft(self, now: float) -> None:
+        for budget in self.budgets:
+            self._alert_if_over(budget, now)
+
+    def alert_key(self, key: KeyRecord | None, now: float) -> None:
+        for budget in self._key_budgets(key):
+            self._alert_if_over(budget, now)
+
+    def _alert_if_over(self, budget: Budget, now: float) -> None:
+        spent = self.spent(budget.scope, budget.name, budget.period, now)
+        marker = (budget.scope, budget.name, budget.period, period_start(budget.period, now))
+        if spent >= budget.soft * budget.usd and marker not in self._alerted:
+            self._alerted.add(marker)
+            event = {
+                "type": "budget_soft_limit",
+                "at": now,
+                "scope": budget.scope,
+                "name": budget.name,
+                "period": budget.period,
+                "spent_usd": round(spent, 6),
+                "limit_usd": budget.usd,
+            }
+            self.events.append(event)
+            log.warning("%s is %.0f%% spent ($%.4f)", budget.label, 100 * spent / budget.usd, spent)

@@ -1,0 +1,57 @@
+"""The records accounting stores: one ledger row per client request, one per gateway key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class LedgerRow:
+    """One client request, whatever happened to it: exactly one row each."""
+
+    id: str  # uuid4 hex, also returned to the client as x-turnout-request-id
+    started_at: float  # epoch seconds
+    route: str  # what the client asked for (route or forced model); "" if it never said
+    dialect: str  # openai | anthropic
+    stream: bool
+    status: int  # the HTTP status the client got (200 even if a stream later failed)
+    outcome: str  # ok | error | client_closed | stream_failed | stale
+    model: str | None = None  # the model that answered
+    provider: str | None = None  # its provider
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # [{model, reason}] before it
+    prompt_tokens: int = 0  # including cached
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    usage_estimated: bool = False  # the stream ended early: tokens counted by us, not upstream
+    cost_usd: float = 0.0  # computed from the price table / config
+    provider_cost_usd: float | None = None  # what the provider itself reported (OpenRouter)
+    baseline_cost_usd: float = 0.0  # the same tokens on the route's baseline model
+    ttft_ms: float | None = None
+    latency_ms: float = 0.0
+    key_id: str | None = None
+    session: str | None = None
+    error: str | None = None  # short reason for non-ok outcomes
+
+    @property
+    def saved_usd(self) -> float:
+        return self.baseline_cost_usd - self.cost_usd
+
+
+@dataclass(slots=True)
+class KeyRecord:
+    """A gateway API key. Only its hash is stored; the key itself is shown once."""
+
+    id: str  # public id, e.g. "key_3f9a..." (safe to log)
+    name: str
+    key_hash: str  # sha256 hex of the full key (keys are 256-bit random: a fast hash is right)
+    prefix: str  # the first characters of the key, to recognise it in lists
+    created_at: float
+    revoked_at: float | None = None
+    routes: list[str] | None = None  # None: every route
+    rpm: int | None = None  # requests per minute
+    tpm: int | None = None  # tokens per minute
+    daily_budget_usd: float | None = None
+    monthly_budget_usd: float | None = None
+    on_exceed: str = "block"  # block | downgrade
+    admin: bool = False

@@ -1,0 +1,72 @@
+"""Accounting for the gateway: the store, spend and budgets, per-key limits, and the cost of
+each answer. The chat handler hands it one finished LedgerRow per client request."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from turnout.accounting.budgets import SpendTracker
+from turnout.accounting.cost import cost_usd
+from turnout.accounting.limits import KeyLimiter
+from turnout.accounting.records import LedgerRow
+from turnout.accounting.store import make_store
+from turnout.config.schema import Config, Price
+from turnout.model import Usage
+
+log = logging.getLogger("turnout.accounting")
+
+
+def data_dir(config: Config) -> Path:
+    path = config.data_dir or os.environ.get("TURNOUT_DATA_DIR") or "~/.local/share/turnout"
+    return Path(path).expanduser()
+
+
+def make_configured_store(config: Config):
+
+    ledger = config.ledger
+    if ledger.backend == "off":
+        return None
+    if ledger.backend == "postgres":
+        assert ledger.dsn is not None
+        return make_store("postgres", None, ledger.dsn.reveal())
+    return make_store("sqlite", ledger.path or str(data_dir(config) / "turnout.db"), None)
+
+
+class Accounting:
+    def __init__(self, config: Config) -> None:
+        self.store = make_configured_store(config)
+        self.spend = SpendTracker(config)
+        self.limiter = KeyLimiter()
+
+    async def start(self) -> None:
+        if self.store is not None:
+            await self.store.start()
+            await self.spend.load(self.store)
+
+    async def close(self) -> None:
+        """Drains every queued row before closing: no row is lost on shutdown."""
+        if self.store is not None:
+            await self.store.close()
+
+    @staticmethod
+    def price(row: LedgerRow, price: Price, usage: Usage, baseline: Price | None) -> None:
+        row.prompt_tokens = usage.prompt_tokens
+        row.cached_tokens = usage.cached_tokens
+        row.completion_tokens = usage.completion_tokens
+        row.provider_cost_usd = usage.cost
+        row.cost_usd = cost_usd(price, usage)
+        row.baseline_cost_usd = cost_usd(baseline, usage) if baseline else row.cost_usd
+
+    def record(self, row: LedgerRow, key: object | None = None) -> None:
+        self.spend.add(row)
+        if key is not None:
+            self.spend.alert_key(key, row.started_at)  # type: ignore[arg-type]
+            self.limiter.spent_tokens(
+                key,
+                row.started_at,
+                row.prompt_tokens + row.completion_tokens,  # type: ignore[arg-type]
+            )
+        if self.store is not None:
+            self.store.record(row)

@@ -1,0 +1,72 @@
+"""LedgerRow and KeyRecord to database parameters and back: one column per field.
+
+Both backends bind the same tuples. JSON fields travel as text (orjson); booleans go in
+as bool and come back as bool (SQLite returns 0/1, hence the bool() on the way out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any
+
+import orjson
+
+from turnout.accounting.records import KeyRecord, LedgerRow
+
+LEDGER_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(LedgerRow))
+KEY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(KeyRecord))
+
+_LEDGER_FLOATS = frozenset(
+    {"started_at", "cost_usd", "provider_cost_usd", "baseline_cost_usd", "ttft_ms", "latency_ms"}
+)
+_LEDGER_INTS = frozenset({"status", "prompt_tokens", "cached_tokens", "completion_tokens"})
+_LEDGER_BOOLS = frozenset({"stream", "usage_estimated"})
+_ATTEMPTS = LEDGER_COLUMNS.index("attempts")
+_KEY_ROUTES = KEY_COLUMNS.index("routes")
+_KEY_ADMIN = KEY_COLUMNS.index("admin")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    # an int where a float belongs (latency_ms=0) must not fail a whole batch on Postgres
+    if value is None:
+        return None
+    if name in _LEDGER_FLOATS:
+        return float(value)
+    if name in _LEDGER_INTS:
+        return int(value)
+    if name in _LEDGER_BOOLS:
+        return bool(value)
+    return value
+
+
+def ledger_params(row: LedgerRow) -> tuple[Any, ...]:
+    """The row as bind parameters, in LEDGER_COLUMNS order. Raises on unencodable values."""
+    values = [_coerce(name, getattr(row, name)) for name in LEDGER_COLUMNS]
+    values[_ATTEMPTS] = orjson.dumps(row.attempts).decode()
+    return tuple(values)
+
+
+def ledger_row(values: Sequence[Any]) -> LedgerRow:
+    """A fetched row (LEDGER_COLUMNS order, attempts as JSON text) as a LedgerRow."""
+    data = dict(zip(LEDGER_COLUMNS, values, strict=True))
+    data["attempts"] = orjson.loads(data["attempts"])
+    for name in _LEDGER_BOOLS:
+        data[name] = bool(data[name])
+    return LedgerRow(**data)
+
+
+def key_params(record: KeyRecord) -> tuple[Any, ...]:
+    values = [getattr(record, name) for name in KEY_COLUMNS]
+    if record.routes is not None:
+        values[_KEY_ROUTES] = orjson.dumps(list(record.routes)).decode()
+    values[_KEY_ADMIN] = bool(record.admin)
+    return tuple(values)
+
+
+def key_record(values: Sequence[Any]) -> KeyRecord:
+    data = dict(zip(KEY_COLUMNS, values, strict=True))
+    if data["routes"] is not None:
+        data["routes"] = orjson.loads(data["routes"])
+    data["admin"] = bool(data["admin"])
+    return KeyRecord(**data)

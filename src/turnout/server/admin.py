@@ -1,0 +1,147 @@
+"""Endpoints beside the chat APIs: models, health, usage, and the admin ones (keys, events).
+
+With authentication on, /health/providers and /admin/* need an admin key, /v1/models and
+/v1/usage any valid key; a key sees its own usage and routes only, never another's."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from turnout.accounting.auth import AuthError, Identity
+from turnout.accounting.budgets import period_start
+from turnout.dialects.openai.ingress import encode_error
+from turnout.gateway import Gateway
+
+_JSON = "application/json"
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(data), content_type=_JSON)
+
+
+def error(status: int, message: str, error_type: str | None = None, code: str | None = None):
+    body = encode_error(status, message, error_type=error_type, code=code)
+    return web.Response(status=status, body=body, content_type=_JSON)
+
+
+class AdminEndpoints:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.worker = {"status": "ok", "pid": os.getpid()}  # which worker, with --workers
+
+    async def _caller(self, http: web.Request, admin: bool) -> Identity | web.Response:
+        auth = self.gateway.auth
+        try:
+            identity = await auth.identify(http.headers)
+        except AuthError as exc:
+            return error(exc.status, exc.message, "authentication_error", exc.code)
+        if admin and auth.required and not identity.admin:
+            return error(403, "This endpoint needs an admin key.", "permission_error")
+        return identity
+
+    async def health(self, _: web.Request) -> web.Response:
+        return json_response(self.worker)
+
+    async def health_providers(self, http: web.Request) -> web.Response:
+        caller = await self._caller(http, admin=True)
+        if isinstance(caller, web.Response):
+            return caller
+        return json_response(self.gateway.route_health())
+
+    async def models(self, http: web.Request) -> web.Response:
+        caller = await self._caller(http, admin=False)
+        if isinstance(caller, web.Response):
+            return caller
+        config = self.gateway.config
+        allowed = caller.key.routes if caller.key and caller.key.routes is not None else None
+        data = [
+            {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "turnout",
+                "turnout": {"kind": "route", "targets": route.targets},
+            }
+            for name, route in config.routes.items()
+            if allowed is None or name in allowed
+        ]
+        if allowed is None:
+            data += [
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": model.provider,
+                    "turnout": {"kind": "model", "upstream": model.model or name},
+                }
+                for name, model in config.models.items()
+            ]
+        return json_response({"object": "list", "data": data})
+
+    async def usage(self, http: web.Request) -> web.Response:
+        """The calling key's own spend and budgets: never another key's."""
+        caller = await self._caller(http, admin=False)
+        if isinstance(caller, web.Response):
+            return caller
+        if caller.key is None:
+            return error(401, "Usage is per key: send your API key.", "authentication_error")
+        spend, now, key = self.gateway.accounting.spend, time.time(), caller.key
+        return json_response(
+            {
+                "key": key.id,
+                "name": key.name,
+                "daily": {
+                    "spent_usd": round(spend.spent("key", key.id, "daily", now), 8),
+                    "budget_usd": key.daily_budget_usd,
+                    "since": period_start("daily", now),
+                },
+                "monthly": {
+                    "spent_usd": round(spend.spent("key", key.id, "monthly", now), 8),
+                    "budget_usd": key.monthly_budget_usd,
+                    "since": period_start("monthly", now),
+                },
+            }
+        )
+
+    async def keys(self, http: web.Request) -> web.Response:
+        caller = await self._caller(http, admin=True)
+        if isinstance(caller, web.Response):
+            return caller
+        store = self.gateway.accounting.store
+        keys = await store.list_keys() if store is not None else []
+        return json_response(
+            [
+                {
+                    "id": k.id,
+                    "name": k.name,
+                    "prefix": k.prefix,
+                    "routes": k.routes,
+                    "rpm": k.rpm,
+                    "tpm": k.tpm,
+                    "daily_budget_usd": k.daily_budget_usd,
+                    "monthly_budget_usd": k.monthly_budget_usd,
+                    "admin": k.admin,
+                    "revoked_at": k.revoked_at,
+                }
+                for k in keys
+            ]
+        )
+
+    async def events(self, http: web.Request) -> web.Response:
+        caller = await self._caller(http, admin=True)
+        if isinstance(caller, web.Response):
+            return caller
+        return json_response(list(self.gateway.accounting.spend.events))
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/health/providers", self.health_providers)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/v1/usage", self.usage)
+        app.router.add_get("/admin/keys", self.keys)
+        app.router.add_get("/admin/events", self.events)
