@@ -142,3 +142,35 @@ def usage_reporting_upstream(usage: dict) -> web.Application:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handler)
     return app
+
+
+class CassetteUpstream:
+    """Replays recorded provider answers (../shared/vectors) to whatever asks, in order,
+    keeping the request bodies it was sent."""
+
+    def __init__(self, interactions: list[dict]) -> None:
+        self.interactions = interactions
+        self.bodies: list[dict] = []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.bodies.append(await request.json())
+        recorded = self.interactions[(len(self.bodies) - 1) % len(self.interactions)]["response"]
+        status = recorded["status"]["code"]
+        if "parsed_body" in recorded:
+            return web.json_response(recorded["parsed_body"], status=status)
+        body = recorded["body"]["string"]
+        kind = (recorded.get("headers", {}).get("content-type") or ["application/json"])[0]
+        if "event-stream" not in kind:
+            return web.Response(status=status, body=body, content_type="application/json")
+        response = web.StreamResponse(status=status, headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        for event in body.split("\n\n"):
+            if event.strip():
+                await response.write(event.encode() + b"\n\n")
+        await response.write_eof()
+        return response
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/{path:.*}", self.handle)
+        return app
