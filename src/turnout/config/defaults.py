@@ -2,6 +2,8 @@
 
 Route `chat` lists the cloud models whose keys are set in the environment, cheapest first,
 then the in-process SmolLM2-135M last, so a new user gets real answers with no key at all.
+Keys read: OPENROUTER_API_KEY, CEREBRAS_API_KEY, GROQ_API_KEY, GEMINI_API_KEY, OPENAI_API_KEY,
+ANTHROPIC_API_KEY, and CLOUDFLARE_API_TOKEN with CLOUDFLARE_ACCOUNT_ID.
 """
 
 from __future__ import annotations
@@ -51,6 +53,18 @@ _CLOUD: list[tuple[str, str, dict[str, Any], str, dict[str, Any]]] = [
         },
     ),
     (
+        "GEMINI_API_KEY",
+        "google",
+        {"kind": "gemini"},
+        "gemini-flash",
+        {
+            "model": "gemini-2.5-flash",
+            "price": {"input": 0.30, "output": 2.50, "cached_input": 0.075},
+            "context_window": 1048576,
+            "supports": ["tools", "json", "vision"],
+        },
+    ),
+    (
         "OPENAI_API_KEY",
         "openai",
         {"kind": "openai", "base_url": "https://api.openai.com/v1"},
@@ -59,6 +73,18 @@ _CLOUD: list[tuple[str, str, dict[str, Any], str, dict[str, Any]]] = [
             "model": "gpt-4o-mini",
             "price": {"input": 0.15, "output": 0.60, "cached_input": 0.075},
             "context_window": 128000,
+            "supports": ["tools", "json", "vision"],
+        },
+    ),
+    (
+        "ANTHROPIC_API_KEY",
+        "anthropic",
+        {"kind": "anthropic"},
+        "haiku",
+        {
+            "model": "claude-haiku-4-5",
+            "price": {"input": 1.00, "output": 5.00, "cached_input": 0.10},
+            "context_window": 200000,
             "supports": ["tools", "json", "vision"],
         },
     ),
@@ -79,10 +105,32 @@ def default_config(host: str = "127.0.0.1", port: int = 8080) -> Config:
         "price": {"input": 0, "output": 0},
         "context_window": 8192,
     }
+    cloudflare_account = os.environ.get("CLOUDFLARE_ACCOUNT_ID")
+    if os.environ.get("CLOUDFLARE_API_TOKEN") and cloudflare_account:
+        providers["cloudflare"] = {
+            "kind": "cloudflare",
+            "account_id": cloudflare_account,
+            "api_key": "${CLOUDFLARE_API_TOKEN}",
+        }
+        models = {
+            "workers-llama": {
+                "provider": "cloudflare",
+                "model": "@cf/meta/llama-3.1-8b-instruct",
+                "price": {"input": 0.28, "output": 0.83},
+                "context_window": 128000,
+                "supports": ["tools", "json"],
+            },
+            **models,
+        }
+    route: dict[str, Any] = {"targets": list(models)}
+    # savings are counted against the priciest cloud model configured
+    priced = [n for n in models if n != "smol"]
+    if priced:
+        route["baseline"] = max(priced, key=lambda n: models[n]["price"]["output"])
     data = {
         "server": {"host": host, "port": port},
         "providers": providers,
         "models": models,
-        "routes": {"chat": {"targets": list(models)}},
+        "routes": {"chat": route},
     }
     return parse_config(data, "<embedded defaults>")

@@ -80,6 +80,7 @@ class Store(ABC):
         if self._closed:
             return
         self._stop.set()
+        self._wake.set()  # cut the writer's wait short
         if self._writer is not None:
             await self._writer  # it finishes the batch in hand; never cancel a write mid-way
         if self._started:
