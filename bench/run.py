@@ -516,7 +516,7 @@ def turnout_from(rev: str | None, tmp: Path) -> Turnout:
     """With --turnout-rev: `git archive REV src` into tmp, run it with this Python. A stable
     build to measure while the work tree is being edited (nothing is installed)."""
     if not rev:
-        return Turnout((turnout_bin(),))
+        return Turnout((turnout_bin(),), label=f"installed, {work_tree_state()}")
     repo, dest = BENCH.parent, tmp / "turnout-src"
     dest.mkdir()
     sha = subprocess.run(
@@ -529,6 +529,21 @@ def turnout_from(rev: str | None, tmp: Path) -> Turnout:
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     code = "import sys; from turnout.cli.main import main; sys.exit(main())"
     return Turnout((sys.executable, "-c", code), (("PYTHONPATH", str(dest / "src")),), sha)
+
+
+def work_tree_state() -> str:
+    """The commit the work tree is at, and whether src/ differs from it."""
+    git = ["git", "-C", str(BENCH.parent)]
+    try:
+        sha = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "src"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "work tree"
+    return f"work tree at {sha}" + (" with uncommitted src/ changes" if dirty else "")
 
 
 @cache
@@ -750,11 +765,10 @@ def http_table(rows: list[HttpRow], conns: list[int]) -> tuple[list[str], list[l
         cells = [row.system]
         for c in conns:
             r = row.runs.get(c)
-            cells += (
-                ["n/a", "n/a"]
-                if r is None
-                else [f"{r.rps:,.0f}", f"{ms(r.p50_ms)} / {ms(r.p99_ms)}"]
-            )
+            if r is None:  # "—": this system does not run that c (the pair: c=64 only)
+                cells += ["—", "—"] if row.runs else ["n/a", "n/a"]
+            else:
+                cells += [f"{r.rps:,.0f}", f"{ms(r.p50_ms)} / {ms(r.p99_ms)}"]
         cells += [fmt(row.rss, 1), row.note]
         body.append(cells)
     return header, body
@@ -793,6 +807,9 @@ def http_summary(rows: list[HttpRow]) -> list[str]:
                     f"; per gateway core used: {per2:,.0f} vs {per1:,.0f} req/s "
                     f"({per2 / per1:.2f}x: how well the work itself scales)"
                 )
+            other = max(by[s].cores.get(64, {}).get("other", 0.0) for s in PAIR)
+            if other > 0.1:
+                line += f"; NOISY: other work took up to {other:.2f} cores, rerun when idle"
         else:
             reason = (by.get("turnout-2w") or by.get("turnout-1w") or HttpRow("")).note
             line += f" ({reason})" if reason else ""
@@ -1111,7 +1128,8 @@ def main() -> int:
     if stream_rows:
         title = (
             f"Streaming: {args.chunks} chunks per stream, starts spread over {args.ramp_ms:g} ms, "
-            f"median of {args.repeat} runs by p99 (litellm: 1 run); "
+            f"median of {args.repeat} runs by p99"
+            f"{' (litellm: 1 run)' if 'litellm' in args.systems else ''}; "
             "upstream and load client on core 0"
         )
         header, body = stream_table(stream_rows)

@@ -41,7 +41,12 @@ class Keys:
     def __init__(self, tmp_path, config: dict) -> None:
         self.path = tmp_path / "keys-config.yaml"
         self.path.write_text(yaml.safe_dump(config))
-        self.env = {**os.environ, "TURNOUT_DATA_DIR": str(tmp_path), "JWT_SECRET": SECRET}
+        self.env = {
+            **os.environ,
+            "TURNOUT_DATA_DIR": str(tmp_path),
+            "JWT_SECRET": SECRET,
+            "COLUMNS": "200",
+        }
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -56,7 +61,8 @@ class Keys:
     def create(self, name: str, *options: str) -> tuple[str, str]:
         result = self.run("create", name, *options)
         assert result.returncode == 0, result.stderr
-        lines = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
+        pairs = (line.split(":", 1) for line in result.stdout.splitlines())
+        lines = {name.strip(): value.strip() for name, value in pairs}
         return lines["id"], lines["key"]
 
 

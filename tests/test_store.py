@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
 import os
 import re
 import sqlite3
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -189,6 +191,38 @@ async def test_two_stores_started_at_once_both_succeed(stores: Stores) -> None:
     assert {r.id for r in await racers[0].rows()} == {r.id for r in rows}
 
 
+_START_AT = """
+import asyncio, json, sys, time
+from turnout.accounting.store import make_store
+
+async def main():
+    store = make_store(sys.argv[1], path=sys.argv[2], dsn=sys.argv[2])
+    time.sleep(max(0.0, float(sys.argv[3]) - time.time()))  # every process starts together
+    await store.start()
+    print(json.dumps(store.applied_migrations))
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_processes_started_at_once_migrate_once(stores: Stores) -> None:
+    at = time.time() + 1.5  # after every interpreter has imported turnout
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _START_AT, stores.backend, stores.where, str(at),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(6)
+    ]  # fmt: skip
+    applied: list[int] = []
+    for process in processes:
+        out, err = await process.communicate()
+        assert process.returncode == 0, err.decode()
+        applied += json.loads(out)
+    assert sorted(applied) == list(range(1, len(migrations.SQLITE) + 1))
+
+
 # -- the ledger --------------------------------------------------------------------------
 
 
@@ -207,7 +241,7 @@ async def test_every_field_round_trips_exactly(stores: Stores) -> None:
         attempts=[
             {"model": "gpt-x", "reason": "rate_limited"},
             {"model": "mini", "reason": "timeout", "ms": 1234.5678, "n": 3, "ok": False},
-            {"model": "odd \"quoted\" \u2603", "reason": None, "nested": {"a": [1, 2.5]}},
+            {"model": 'odd "quoted" \u2603', "reason": None, "nested": {"a": [1, 2.5]}},
         ],
         prompt_tokens=123456789012,
         cached_tokens=1024,

@@ -108,6 +108,20 @@ class Authenticator:
     def by_name(self, name: str) -> KeyRecord | None:
         return next((k for k in self._by_hash.values() if name in (k.name, k.id)), None)
 
+    async def _key_named(self, name: str) -> KeyRecord | None:
+        """A key by name or id; one made since the last refresh is found by reloading."""
+        record = self.by_name(name)
+        if record is not None or self.store is None:
+            return record
+        now = time.monotonic()
+        if now - self._misses.get("name:" + name, -_MISS_TTL) < _MISS_TTL:
+            return None
+        await self._load()
+        record = self.by_name(name)
+        if record is None:
+            self._misses["name:" + name] = now
+        return record
+
     async def identify(self, headers: Any) -> Identity:
         token = credential(headers)
         if token is None:
@@ -117,7 +131,7 @@ class Authenticator:
                 )
             return ANONYMOUS
         if self.jwt is not None and _looks_like_jwt(token):
-            return self._from_jwt(token)
+            return await self._from_jwt(token)
         record = await self._lookup(hash_key(token))
         if record is None:
             if not self.required:
@@ -144,7 +158,7 @@ class Authenticator:
             self._by_hash[key_hash] = record
         return record
 
-    def _from_jwt(self, token: str) -> Identity:
+    async def _from_jwt(self, token: str) -> Identity:
         config = self.jwt
         assert config is not None
         try:
@@ -171,7 +185,7 @@ class Authenticator:
         except jwt.InvalidTokenError as exc:
             raise AuthError(401, f"Invalid JWT: {exc}.", "invalid_token") from None
         subject = claims.get(config.claim)
-        record = self.by_name(str(subject)) if subject is not None else None
+        record = await self._key_named(str(subject)) if subject is not None else None
         if record is None or record.revoked_at is not None:
             raise AuthError(
                 401, f"JWT claim {config.claim}={subject!r} names no active key.", "invalid_token"

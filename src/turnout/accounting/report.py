@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from rich.console import Group
 from rich.table import Table
 
 from turnout.accounting.store import Store
@@ -105,10 +106,11 @@ def _label(dimension: str, group: dict[str, Any]) -> str:
     return f"{name} ({key_name})" if key_name else name
 
 
-def render_table(report: dict[str, Any]) -> list[Table]:
-    """One rich Table per dimension (routes, models, keys), each ending in the totals."""
+def render_table(report: dict[str, Any]) -> Group:
+    """One rich Table per dimension (routes, models, keys), each ending in the totals, as
+    one renderable: `Console().print(render_table(report))`; `.renderables` are the tables."""
     since = datetime.fromtimestamp(report["since"]).isoformat(sep=" ", timespec="minutes")
-    tables = []
+    tables: list[Table] = []
     for dimension in DIMENSIONS:
         table = Table(title=f"{_TITLES[dimension]} since {since}", title_justify="left")
         table.add_column(dimension[:-1])
@@ -124,7 +126,7 @@ def render_table(report: dict[str, Any]) -> list[Table]:
         totals = report["totals"]
         table.add_row("total", *(fmt(totals[field]) for field, _, fmt in _TABLE_COLUMNS))
         tables.append(table)
-    return tables
+    return Group(*tables)
 
 
 def render_json(report: dict[str, Any]) -> str:
