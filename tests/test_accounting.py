@@ -280,3 +280,37 @@ def test_report_matches_a_direct_sum_over_the_ledger(gateway_factory, tmp_path) 
     assert set(by_model) == {"scout", "haiku"}
     table = _turnout("report", "--config", str(config_path), "--since", "1h", env=env)
     assert table.returncode == 0 and "scout" in table.stdout
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_capture_keeps_redacted_prompts_and_answers(gateway_factory, tmp_path, stream) -> None:
+    with shared_sim({"scout": {"reply": "write to ops@example.com"}, "haiku": {}}) as sim:
+        config = _config(sim)
+        config["routes"]["chat"]["capture"] = {"redact": ["email", "secret"]}
+        config["routes"]["plain"] = {"targets": ["scout"]}  # not captured
+        gateway = gateway_factory(config)
+        client = sdk_client(gateway)
+        prompt = "my key is sk-live-0123456789abcdefXYZ and I am jane@corp.example"
+        for route in ("chat", "plain"):
+            if stream:
+                chunks = client.chat.completions.create(
+                    model=route, messages=[{"role": "user", "content": prompt}], stream=True
+                )
+                assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            else:
+                client.chat.completions.create(
+                    model=route, messages=[{"role": "user", "content": prompt}]
+                )
+        gateway.stop()
+    captures = tmp_path / "captures"
+    assert sorted(p.name for p in captures.iterdir()) == ["chat.jsonl"]
+    lines = (captures / "chat.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    line = json.loads(lines[0])
+    text = json.dumps(line)
+    assert "sk-live" not in text and "jane@corp" not in text and "ops@example" not in text
+    assert line["request"]["messages"][0]["content"] == "my key is [redacted] and I am [redacted]"
+    assert line["response"]["content"] == "write to [redacted]"
+    assert line["model"] == "scout"
+    ledger_ids = {r["id"] for r in _sqlite_rows(tmp_path / "turnout.db")}
+    assert line["id"] in ledger_ids  # joins the ledger row

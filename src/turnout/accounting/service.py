@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from turnout.accounting.budgets import SpendTracker
+from turnout.accounting.capture import Capture
 from turnout.accounting.cost import cost_usd
 from turnout.accounting.limits import KeyLimiter
 from turnout.accounting.records import LedgerRow
@@ -39,6 +40,8 @@ class Accounting:
         self.store = make_configured_store(config)
         self.spend = SpendTracker(config)
         self.limiter = KeyLimiter()
+        captured = {name: r.capture for name, r in config.routes.items() if r.capture}
+        self.capture = Capture(data_dir(config) / "captures", captured) if captured else None
 
     async def start(self) -> None:
         if self.store is not None:
@@ -47,6 +50,8 @@ class Accounting:
 
     async def close(self) -> None:
         """Drains every queued row before closing: no row is lost on shutdown."""
+        if self.capture is not None:
+            await self.capture.close()
         if self.store is not None:
             await self.store.close()
 

@@ -173,6 +173,15 @@ class GuardConfig(Strict):
     buffer_streams: bool = False  # validate streamed JSON too (the client waits for the whole)
 
 
+class CaptureConfig(Strict):
+    """Keep prompts and answers of a route (off by default), to replay against a candidate."""
+
+    # built-in rules (email, phone, card, secret) or regular expressions; matches are
+    # replaced with [redacted] before anything is written
+    redact: list[str] = Field(default_factory=lambda: ["email", "card", "secret"])
+    sample: float = Field(1.0, gt=0, le=1)  # share of requests kept
+
+
 class RouteConfig(Strict):
     targets: list[str] = Field(min_length=1)
     timeout: Timeouts = Timeouts()
@@ -186,6 +195,7 @@ class RouteConfig(Strict):
     guard: GuardConfig = GuardConfig()
     # savings are reported against this model: what the same tokens would have cost there
     baseline: str | None = None
+    capture: CaptureConfig | None = None
 
     @model_validator(mode="after")
     def _check_policy(self) -> RouteConfig:

@@ -16,9 +16,10 @@ from turnout.accounting.records import LedgerRow
 from turnout.dialects.base import IngressDialect
 from turnout.dialects.errors import InvalidRequest
 from turnout.execute import AllTargetsFailed, Attempt, PassThroughError
+from turnout.execute.accumulate import Accumulator
 from turnout.execute.executor import estimate_prompt_tokens
 from turnout.gateway import Gateway
-from turnout.model import Request, UpstreamError, Usage
+from turnout.model import Request, Response, UpstreamError, Usage
 from turnout.routing import Plan, Target
 from turnout.routing.selector import NoCapableTarget
 from turnout.server.headers import turnout_headers
@@ -204,9 +205,15 @@ class ChatHandler:
         if completion.validated:
             headers["x-turnout-guard"] = "valid"
         self.gateway.selector.remember(plan.route, request, target.name)
+        self._capture(row, plan, request, completion.response)
         completion.response.usage.cost = row.cost_usd
         body = self.ingress.encode_response(completion.response, target.name)
         return web.Response(body=body, content_type=_JSON, headers=headers)
+
+    def _capture(self, row: LedgerRow, plan: Plan, request: Request, response: Response) -> None:
+        capture = self.gateway.accounting.capture
+        if capture is not None and row.model and capture.wants(plan.route):
+            capture.record(row.id, plan.route, row.model, request, response)
 
     def _answered(
         self, row: LedgerRow, plan: Plan, target: Target, attempts: list[Attempt], usage: Usage
@@ -243,8 +250,12 @@ class ChatHandler:
         try:
             if opening := encoder.start():
                 await response.write(opening)
+            capture = self.gateway.accounting.capture
+            kept = Accumulator() if capture is not None and plan.route in capture.routes else None
             async with contextlib.aclosing(stream.deltas()) as deltas:
                 async for delta in deltas:
+                    if kept is not None:
+                        kept.add(delta)
                     if row.ttft_ms is None and delta.has_content:
                         row.ttft_ms = (time.perf_counter() - started) * 1000
                     if delta.usage is not None:
@@ -256,6 +267,9 @@ class ChatHandler:
             if usage is not None:
                 self._answered(row, plan, target, stream.attempts, usage)
                 usage.cost = row.cost_usd
+            if kept is not None:
+                row.model = target.name
+                self._capture(row, plan, request, kept.response(row.id, target.name))
             await response.write(encoder.finish(usage))
         except UpstreamError as exc:
             # content already reached the client: say so explicitly, never truncate silently
