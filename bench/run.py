@@ -46,7 +46,7 @@ CONFIG_OPEN = BENCH / "turnout-open.yaml"  # a dead primary, breaker open after 
 LUA = BENCH / "chat.lua"
 LITELLM_CONFIG = BENCH / "litellm.yaml"
 LITELLM_VENV = BENCH / ".venv-litellm"
-# no cost-map download; PRODUCTION: no .env loading / debug extras (telemetry: --telemetry False)
+# local cost map: no download; PRODUCTION: no .env loading (telemetry: --telemetry False)
 LITELLM_ENV = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_MODE": "PRODUCTION"}
 # what in LiteLLM's log would mean it tried to reach outside 127.0.0.1
 LITELLM_OUTSIDE = re.compile(
