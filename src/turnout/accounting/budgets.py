@@ -11,7 +11,7 @@ import logging
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from turnout.accounting.records import KeyRecord, LedgerRow
@@ -21,9 +21,28 @@ log = logging.getLogger("turnout.budgets")
 PERIODS = ("daily", "monthly")
 
 
-def period_start(period: str, now: float) -> float:
+_DAY = 86_400.0
+_current: dict[str, tuple[float, float]] = {}  # period -> (start, next start): the hot path's cache
+
+
+def _boundaries(period: str, now: float) -> tuple[float, float]:
     day = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return (day.replace(day=1) if period == "monthly" else day).timestamp()
+    if period == "daily":
+        return day.timestamp(), day.timestamp() + _DAY
+    first = day.replace(day=1)
+    following = (first + timedelta(days=32)).replace(day=1)
+    return first.timestamp(), following.timestamp()
+
+
+def period_start(period: str, now: float) -> float:
+    """The UTC start of the day or month `now` falls in (cached until it ends)."""
+    cached = _current.get(period)
+    if cached is not None and cached[0] <= now < cached[1]:
+        return cached[0]
+    start, end = _boundaries(period, now)
+    if start <= time.time() < end:
+        _current[period] = (start, end)  # keep only the current period in the cache
+    return start
 
 
 @dataclass(slots=True, frozen=True)

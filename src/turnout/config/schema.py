@@ -249,8 +249,12 @@ class StateConfig(Strict):
     prefix: str = "turnout"  # key and channel prefix: one per gateway fleet
 
 
+def _off(value: Any) -> Any:
+    return "off" if value is False else value  # YAML reads a bare `off` as false
+
+
 class LedgerConfig(Strict):
-    backend: Literal["sqlite", "postgres", "off"] = "sqlite"
+    backend: Annotated[Literal["sqlite", "postgres", "off"], BeforeValidator(_off)] = "sqlite"
     path: str | None = None  # sqlite: the database file (default: <data_dir>/turnout.db)
     dsn: SecretRef | None = None  # postgres: ${ENV} reference to a DSN (it holds a password)
 

@@ -60,10 +60,16 @@ class LatencyStats:
 
     def add(self, prompt_tokens: int, total: float, ttft: float | None) -> None:
         bucket = bucket_for(prompt_tokens)
-        self.total.setdefault(bucket, Series()).add(total)
+        series = self.total.get(bucket)
+        if series is None:
+            series = self.total[bucket] = Series()
+        series.add(total)
         self.all_total.add(total)
         if ttft is not None:
-            self.ttft.setdefault(bucket, Series()).add(ttft)
+            series = self.ttft.get(bucket)
+            if series is None:
+                series = self.ttft[bucket] = Series()
+            series.add(ttft)
             self.all_ttft.add(ttft)
 
     def ttft_p50(self, prompt_tokens: int | None = None) -> float | None:

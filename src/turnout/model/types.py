@@ -7,6 +7,7 @@ costs nothing and every other dialect is one translation away.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +122,6 @@ class Outcome:
     ttft: float | None = None  # seconds to the first content token
     latency: float = 0.0  # seconds, whole attempt
     usage: Usage | None = None
-    headers: dict[str, str] | None = None  # upstream response headers (rate limits etc.)
+    headers: Mapping[str, str] | None = None  # upstream response headers (rate limits)
     retry_after: float | None = None  # seconds, when the upstream said when to come back
     probe: bool = False  # a synthetic health probe, not a client's request

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 from turnout.config.schema import ProviderConfig, Timeouts
@@ -18,7 +18,7 @@ class Call:
     upstream_model: str
     timeouts: Timeouts
     status: int | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class Provider(ABC):

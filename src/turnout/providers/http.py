@@ -4,6 +4,7 @@ Cloudflare /ai/v1, Gemini's OpenAI endpoint, the sim), Anthropic, Gemini, Cloudf
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -40,6 +41,12 @@ def _as_deltas(response: Response) -> list[Delta]:
     return [first, Delta(finish_reason=response.finish_reason, usage=response.usage)]
 
 
+@functools.lru_cache(maxsize=64)
+def _connect_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """The connect timeout; the total is the executor's (it spans every provider kind)."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, connect=seconds)
+
+
 class HTTPProvider(Provider):
     def __init__(
         self, name: str, config: ProviderConfig, dialect: UpstreamDialect = OPENAI
@@ -71,9 +78,7 @@ class HTTPProvider(Provider):
     async def _post(self, request: Request, call: Call, stream: bool) -> aiohttp.ClientResponse:
         assert self._session is not None, "provider not started"
         body = orjson.dumps(self.dialect.encode_request(request, call.upstream_model, stream))
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=call.timeouts.connect, connect=call.timeouts.connect
-        )
+        timeout = _connect_timeout(call.timeouts.connect)
         url = self.dialect.url(self.base_url, call.upstream_model, stream)
         try:
             response = await self._session.post(
@@ -86,7 +91,7 @@ class HTTPProvider(Provider):
         except aiohttp.ClientError as exc:
             raise UpstreamError(ErrorClass.CONNECTION, f"{type(exc).__name__}: {exc}") from None
         call.status = response.status
-        call.headers = dict(response.headers)
+        call.headers = response.headers  # read-only view: rate-limit headers are read later
         if response.status >= 400:
             try:
                 raw = await response.read()

@@ -29,7 +29,10 @@ class Needs:
         return cls(
             tools=bool(request.tools),
             json=request.wants_json,
-            vision=any(_has_image(m.get("content")) for m in request.messages),
+            vision=any(
+                type(m.get("content")) is list and _has_image(m["content"])
+                for m in request.messages
+            ),
         )
 
 

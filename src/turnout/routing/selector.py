@@ -59,11 +59,16 @@ class Selector:
                 "json_schema": {"name": "output", "schema": plan.output_schema, "strict": True},
             }
         skipped: list[Attempt] = []
-        targets = [t for t in plan.targets if t.name not in request.exclude]
-        skipped += [Attempt(t.name, "excluded") for t in plan.targets if t.name in request.exclude]
-        targets = self._capable(plan, targets, request, skipped)
+        targets = list(plan.targets)
+        if request.exclude:
+            targets = [t for t in targets if t.name not in request.exclude]
+            skipped += [Attempt(t.name, "excluded") for t in plan.targets if t not in targets]
+        needs = Needs.of(request)
+        if needs.tools or needs.json or needs.vision:
+            targets = self._capable(targets, needs, skipped)
         prompt = await self._check_context(plan, targets, request, skipped)
-        targets = [t for t in targets if t.name not in {a.model for a in skipped}]
+        if skipped:
+            targets = [t for t in targets if t.name not in {a.model for a in skipped}]
         if not targets:
             raise self._nothing_can(plan, skipped)
         route = self.config.routes.get(plan.route) if not plan.forced else None
@@ -71,6 +76,8 @@ class Selector:
             targets = self._policy_order(route.policy, route.weights, targets, request, prompt)
             if route.consistency:
                 targets = self._sticky(plan.route, route.consistency.prefer, targets, request)
+        if tuple(targets) == plan.targets:
+            return Selection(plan, skipped)  # the common case: nothing to rebuild
         return Selection(dataclasses.replace(plan, targets=tuple(targets)), skipped)
 
     def remember(self, route: str, request: Request, model: str) -> None:
@@ -82,10 +89,7 @@ class Selector:
 
     # --- filters -----------------------------------------------------------------------------
 
-    def _capable(
-        self, plan: Plan, targets: list[Target], request: Request, skipped: list[Attempt]
-    ) -> list[Target]:
-        needs = Needs.of(request)
+    def _capable(self, targets: list[Target], needs: Needs, skipped: list[Attempt]) -> list[Target]:
         # JSON: models that declare it; if none does, any model, checked by the output guard
         json_ok = needs.json and any("json" in t.model.supports for t in targets)
         kept = []

@@ -6,8 +6,9 @@ happens (errors, client disconnects, shutdown)."""
 from __future__ import annotations
 
 import contextlib
+import itertools
+import os
 import time
-import uuid
 
 from aiohttp import web
 
@@ -25,6 +26,14 @@ from turnout.routing.selector import NoCapableTarget
 from turnout.server.headers import turnout_headers
 
 _JSON = "application/json"
+# request ids: a random per-process prefix and a counter, unique across workers and restarts
+# without a urandom call per request
+_PREFIX = os.urandom(8).hex()
+_COUNTER = itertools.count(1)
+
+
+def next_request_id() -> str:
+    return f"{_PREFIX}{next(_COUNTER):016x}"
 
 
 class Refused(Exception):
@@ -68,7 +77,7 @@ class ChatHandler:
 
     async def __call__(self, http: web.Request) -> web.StreamResponse:
         row = LedgerRow(
-            id=uuid.uuid4().hex,
+            id=next_request_id(),
             started_at=time.time(),
             route="",
             dialect=self.ingress.name,
