@@ -148,17 +148,19 @@ async def _load(base_url: str, total: int, abandon_every: int = 4) -> dict[str, 
 SLOW_STREAM = {"reply": " ".join(f"w{i}" for i in range(40)), "tokens_per_second": 400}
 
 
+def _ledger(backend: str, request) -> tuple[dict, dict | None]:
+    """(gateway env, ledger config) for a backend: PostgreSQL gets a fresh database."""
+    if backend == "sqlite":
+        return {}, None
+    dsn = request.getfixturevalue("pg_dsn")
+    return {"TURNOUT_LEDGER_DSN": dsn}, {"backend": "postgres", "dsn": "${TURNOUT_LEDGER_DSN}"}
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_thousand_concurrent_requests_make_a_thousand_rows(
     gateway_factory, tmp_path, backend, request
 ) -> None:
-    env, ledger = {}, None
-    if backend == "postgres":
-        dsn = request.getfixturevalue("pg_dsn")
-        env, ledger = (
-            {"TURNOUT_LEDGER_DSN": dsn},
-            {"backend": "postgres", "dsn": "${TURNOUT_LEDGER_DSN}"},
-        )
+    env, ledger = _ledger(backend, request)
     with shared_sim({"scout": SLOW_STREAM, "haiku": SLOW_STREAM}) as sim:
         gateway = gateway_factory(_config(sim, ledger), env=env)
         seen = asyncio.run(_load(gateway.base_url, 1000))
@@ -189,13 +191,7 @@ def _rows(backend: str, tmp_path: Path, dsn: str | None) -> list[dict]:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_sigterm_during_load_loses_no_row(gateway_factory, tmp_path, backend, request) -> None:
-    env, ledger = {}, None
-    if backend == "postgres":
-        dsn = request.getfixturevalue("pg_dsn")
-        env, ledger = (
-            {"TURNOUT_LEDGER_DSN": dsn},
-            {"backend": "postgres", "dsn": "${TURNOUT_LEDGER_DSN}"},
-        )
+    env, ledger = _ledger(backend, request)
     with shared_sim({"scout": SLOW_STREAM, "haiku": SLOW_STREAM}) as sim:
         gateway = gateway_factory(_config(sim, ledger), env=env)
         seen = {"accepted": 0, "answered": 0}

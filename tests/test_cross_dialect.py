@@ -226,6 +226,22 @@ def test_overloaded_error_event_after_text_is_an_explicit_error(gateway_factory)
                 pass
 
 
+def _gemini_gateway(gateway_factory, port: int, model: str):
+    """A gateway whose one model is Gemini `model`, served by the replay on `port`."""
+    config = {
+        "providers": {
+            "google": {
+                "kind": "gemini",
+                "base_url": f"http://127.0.0.1:{port}/v1beta",
+                "api_key": "${GEMINI_TEST_KEY}",
+            }
+        },
+        "models": {"gemini": {"provider": "google", "model": model, "supports": CAPABLE}},
+        "routes": {"chat": {"targets": ["gemini"]}},
+    }
+    return gateway_factory(config, env={"GEMINI_TEST_KEY": "g-test-key-0123456789"})
+
+
 def _google(name: str) -> list[dict]:
     return yaml.safe_load((vectors_dir() / "google" / name).read_text())["interactions"]
 
@@ -237,20 +253,7 @@ def _google(name: str) -> list[dict]:
 def test_openai_client_to_gemini_upstream(gateway_factory, cassette, stream) -> None:
     upstream = CassetteUpstream(_google(cassette))
     with serve_app(upstream.app()) as port:
-        config = {
-            "providers": {
-                "google": {
-                    "kind": "gemini",
-                    "base_url": f"http://127.0.0.1:{port}/v1beta",
-                    "api_key": "${GEMINI_TEST_KEY}",
-                }
-            },
-            "models": {
-                "gemini": {"provider": "google", "model": "gemini-2.5-flash", "supports": CAPABLE}
-            },
-            "routes": {"chat": {"targets": ["gemini"]}},
-        }
-        gateway = gateway_factory(config, env={"GEMINI_TEST_KEY": "g-test-key-0123456789"})
+        gateway = _gemini_gateway(gateway_factory, port, "gemini-2.5-flash")
         text, _, finish, _ = _openai_answer(gateway, stream)
     recorded = upstream.interactions[0]["response"]
     if stream:
@@ -274,20 +277,7 @@ def test_openai_client_to_gemini_upstream(gateway_factory, cassette, stream) -> 
 def test_openai_client_to_gemini_tool_call(gateway_factory) -> None:
     upstream = CassetteUpstream(_google("test_google_model_structured_output.yaml"))
     with serve_app(upstream.app()) as port:
-        config = {
-            "providers": {
-                "google": {
-                    "kind": "gemini",
-                    "base_url": f"http://127.0.0.1:{port}/v1beta",
-                    "api_key": "${GEMINI_TEST_KEY}",
-                }
-            },
-            "models": {
-                "gemini": {"provider": "google", "model": "gemini-2.0-flash", "supports": CAPABLE}
-            },
-            "routes": {"chat": {"targets": ["gemini"]}},
-        }
-        gateway = gateway_factory(config, env={"GEMINI_TEST_KEY": "g-test-key-0123456789"})
+        gateway = _gemini_gateway(gateway_factory, port, "gemini-2.0-flash")
         _, calls, finish, _ = _openai_answer(gateway, False, tools=TOOLS)
     assert finish == "tool_calls"
     assert calls[0][0] == "temperature"

@@ -29,3 +29,16 @@ def setup_logging(level: str) -> None:
     )
     # aiohttp's access log costs time on every request; our own outcome records replace it
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def configured_store(path: str | None, command: str):
+    """The store of the ledger the config names; None (after saying why) when unusable."""
+    from turnout.accounting.service import make_configured_store
+
+    config = config_from_args(path)
+    if config is None:
+        return None
+    store = make_configured_store(config)
+    if store is None:
+        print(f"turnout {command}: the ledger is off (ledger.backend: off)", file=sys.stderr)
+    return store

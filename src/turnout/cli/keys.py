@@ -10,8 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from turnout.accounting.keys import new_key
-from turnout.accounting.service import make_configured_store
-from turnout.cli.common import config_from_args
+from turnout.cli.common import configured_store
 
 
 async def _run(args: argparse.Namespace, store) -> int:
@@ -77,11 +76,7 @@ async def _run(args: argparse.Namespace, store) -> int:
 
 
 def keys(args: argparse.Namespace) -> int:
-    config = config_from_args(args.config)
-    if config is None:
-        return 2
-    store = make_configured_store(config)
+    store = configured_store(args.config, "keys")
     if store is None:
-        print("turnout keys: the ledger is off (ledger.backend: off): keys live in the ledger")
         return 2
     return asyncio.run(_run(args, store))

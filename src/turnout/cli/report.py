@@ -15,8 +15,7 @@ from turnout.accounting.report import (
     render_json,
     render_table,
 )
-from turnout.accounting.service import make_configured_store
-from turnout.cli.common import config_from_args
+from turnout.cli.common import configured_store
 
 
 async def _build(store, since: float) -> dict:
@@ -28,12 +27,8 @@ async def _build(store, since: float) -> dict:
 
 
 def report(args: argparse.Namespace) -> int:
-    config = config_from_args(args.config)
-    if config is None:
-        return 2
-    store = make_configured_store(config)
+    store = configured_store(args.config, "report")
     if store is None:
-        print("turnout report: the ledger is off (ledger.backend: off)", file=sys.stderr)
         return 2
     try:
         since = parse_since(args.since)

@@ -16,7 +16,7 @@ from turnout.dialects.anthropic.convert import (
     tool_input,
     tools_from_anthropic,
 )
-from turnout.dialects.errors import InvalidRequest
+from turnout.dialects.errors import InvalidRequest, json_object
 from turnout.dialects.sse import frame
 from turnout.model import Delta, Request, Response, Usage
 
@@ -150,12 +150,9 @@ def _signed(messages: list[Json]) -> list[Json]:
 
 def decode_request(raw: bytes) -> AnthropicRequest:
     """A client's /v1/messages body -> Request. Raises InvalidRequest, worded as Anthropic's."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
+    body = json_object(
+        raw, "The request body is not valid JSON", "The request body must be a JSON object."
+    )
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _invalid("model", "Field required")

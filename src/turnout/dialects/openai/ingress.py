@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from turnout.dialects.errors import InvalidRequest
+from turnout.dialects.errors import InvalidRequest, json_object
 from turnout.dialects.sse import frame
 from turnout.model import Delta, Request, Response, Usage
 
@@ -68,12 +68,9 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 def decode_request(raw: bytes) -> Request:
     """A client's /v1/chat/completions body -> Request. Raises InvalidRequest."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
+    body = json_object(
+        raw, "the request body is not valid JSON", "the request body must be a JSON object"
+    )
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is a required property: name a route or a model", "model")
