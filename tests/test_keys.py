@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 
 import jwt
 import openai
@@ -254,3 +255,33 @@ def test_auth_off_only_on_loopback(tmp_path) -> None:
     )
     assert result.returncode == 2
     assert "auth.required" in result.stderr and "loopback" in result.stderr
+
+
+def test_route_budget_alerts_at_soft_then_blocks(gateway_factory, tmp_path) -> None:
+    with shared_sim({"scout": {"reply": "cheap"}, "haiku": {"reply": "dear"}}) as sim:
+        config = _config(sim, auth={"required": False})
+        config["budgets"] = [
+            {
+                "scope": "route",
+                "name": "chat",
+                "daily_usd": 0.0000001,
+                "soft": 0.5,
+                "on_exceed": "block",
+            }
+        ]
+        gateway = gateway_factory(config)
+        client = _client(gateway, None)
+        client.chat.completions.create(model="chat", messages=MESSAGES)  # spends past it
+        with pytest.raises(openai.RateLimitError) as blocked:
+            client.chat.completions.create(model="chat", messages=MESSAGES)
+        assert "daily budget of route chat" in blocked.value.message
+        # another route has its own budget (none here): still served
+        client.chat.completions.create(model="other", messages=MESSAGES)
+        events = json.loads(urllib.request.urlopen(gateway.url + "/admin/events").read())
+        assert [e["type"] for e in events] == ["budget_soft_limit"]
+        assert (events[0]["scope"], events[0]["name"], events[0]["period"]) == (
+            "route",
+            "chat",
+            "daily",
+        )
+        assert any("budget of route chat" in line for line in gateway.log().splitlines())
