@@ -21,7 +21,7 @@ from turnout.dialects.errors import InvalidRequest
 from turnout.model import Delta, Response, ToolCall, ToolCallDelta, Usage
 from turnout.sim import wire
 from turnout.sim.answer import Answer, plan_answer, wants_json
-from turnout.sim.app import _abort, _hold, send_stream, with_stream_error
+from turnout.sim.app import hold_until_gone, send_stream, whole_answer_arrives, with_stream_error
 from turnout.sim.behaviour import Fault
 from turnout.sim.state import STATE, Draw, ModelState, SimState
 
@@ -135,7 +135,7 @@ async def _messages(request: web.Request, state: SimState) -> web.StreamResponse
         return _fail(model, draw.status)
     if draw.fault is Fault.HANG:
         model.faults["hang"] += 1
-        await _hold(request)
+        await hold_until_gone(request)
         return web.Response()
     if draw.fault is not Fault.NONE:
         model.faults[draw.fault.value] += 1
@@ -170,12 +170,7 @@ def _response(answer: Answer, model: str, serial: int) -> Response:
 async def _complete(
     request: web.Request, model: ModelState, answer: Answer, draw: Draw, serial: int
 ) -> web.StreamResponse:
-    # a non-streaming answer arrives when the last token would have
-    delay = draw.ttft + max(len(answer.pieces) - 1, 0) / model.behaviour.tokens_per_second
-    if delay > 0:
-        await asyncio.sleep(delay)
-    if draw.fault is Fault.DISCONNECT:
-        _abort(request)
+    if not await whole_answer_arrives(request, model, answer, draw):
         return web.Response()
     body = INGRESS.encode_response(_response(answer, model.name, serial), model.name)
     model.statuses["200"] += 1

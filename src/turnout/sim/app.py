@@ -44,14 +44,14 @@ def _fail(model: ModelState, status: int, message: str | None = None) -> web.Res
     return error_response(status, message, headers=model.headers)
 
 
-def _abort(request: web.BaseRequest) -> None:
+def abort_connection(request: web.BaseRequest) -> None:
     # abort, not close: the client must see a broken connection, not a clean end
     transport = request.transport
     if transport is not None:
         transport.abort()
 
 
-async def _hold(request: web.BaseRequest) -> None:
+async def hold_until_gone(request: web.BaseRequest) -> None:
     """Never answer; return once the client has gone (aiohttp does not cancel us by default)."""
     while True:
         transport = request.transport
@@ -114,7 +114,7 @@ async def _chat_completions(request: web.Request, state: SimState) -> web.Stream
         return _fail(model, draw.status)
     if draw.fault is Fault.HANG:
         model.faults["hang"] += 1
-        await _hold(request)
+        await hold_until_gone(request)
         return web.Response()  # nobody is listening; aiohttp drops it
     if draw.fault is not Fault.NONE:
         model.faults[draw.fault.value] += 1
@@ -131,15 +131,24 @@ async def _chat_completions(request: web.Request, state: SimState) -> web.Stream
     return await _complete(request, model, answer, draw, serial)
 
 
-async def _complete(
-    request: web.Request, model: ModelState, answer: Answer, draw: Draw, serial: int
-) -> web.StreamResponse:
+async def whole_answer_arrives(
+    request: web.Request, model: ModelState, answer: Answer, draw: Draw
+) -> bool:
+    """Wait as long as the whole answer takes; False when the fault is to hang up instead."""
     # a non-streaming answer arrives when the last token would have
     delay = draw.ttft + max(len(answer.pieces) - 1, 0) / model.behaviour.tokens_per_second
     if delay > 0:
         await asyncio.sleep(delay)
     if draw.fault is Fault.DISCONNECT:
-        _abort(request)
+        abort_connection(request)
+        return False
+    return True
+
+
+async def _complete(
+    request: web.Request, model: ModelState, answer: Answer, draw: Draw, serial: int
+) -> web.StreamResponse:
+    if not await whole_answer_arrives(request, model, answer, draw):
         return web.Response()
     body = wire.completion(
         f"chatcmpl-sim{serial:08d}",
@@ -220,7 +229,7 @@ async def send_stream(
     if pending:
         await response.write(b"".join(pending))
     if cut >= 0:
-        _abort(request)
+        abort_connection(request)
     return response
 
 
