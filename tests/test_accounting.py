@@ -71,6 +71,7 @@ def test_costs_and_savings_of_primary_and_fallback(gateway_factory, tmp_path) ->
         )
         usage = raw.parse().usage
         cheap = (usage.prompt_tokens * 0.08 + usage.completion_tokens * 0.30) / 1e6
+        assert usage.model_extra["cost"] == pytest.approx(cheap, abs=1e-12)  # in the body too
         dear = (usage.prompt_tokens * 1.00 + usage.completion_tokens * 5.00) / 1e6
         assert float(raw.headers["x-turnout-cost-usd"]) == pytest.approx(cheap, abs=1e-8)
         assert float(raw.headers["x-turnout-saved-usd"]) == pytest.approx(dear - cheap, abs=1e-8)
@@ -89,6 +90,22 @@ def test_costs_and_savings_of_primary_and_fallback(gateway_factory, tmp_path) ->
     assert rows[0]["cost_usd"] == pytest.approx(cheap, abs=1e-9)
     assert json.loads(rows[1]["attempts"]) == [{"model": "scout", "reason": "server_error(500)"}]
     assert rows[1]["baseline_cost_usd"] == pytest.approx(rows[1]["cost_usd"])
+
+
+def test_streams_carry_their_cost_in_the_usage_chunk(gateway_factory) -> None:
+    with shared_sim({"scout": {"reply": "cheap answer"}, "haiku": {}}) as sim:
+        gateway = gateway_factory(_config(sim))
+        chunks = list(
+            sdk_client(gateway).chat.completions.create(
+                model="chat",
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+    usage = chunks[-1].usage
+    cheap = (usage.prompt_tokens * 0.08 + usage.completion_tokens * 0.30) / 1e6
+    assert usage.model_extra["cost"] == pytest.approx(cheap, abs=1e-12)
 
 
 def test_cached_tokens_are_priced_at_the_cached_rate_once(gateway_factory, tmp_path) -> None:

@@ -119,6 +119,8 @@ def encode_usage(usage: Usage) -> dict[str, Any]:
         out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
     if usage.reasoning_tokens:
         out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    if usage.cost is not None:
+        out["cost"] = usage.cost  # USD, as OpenRouter reports it; turnout's own figure
     return out
 
 
