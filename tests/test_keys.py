@@ -285,3 +285,26 @@ def test_route_budget_alerts_at_soft_then_blocks(gateway_factory, tmp_path) -> N
             "daily",
         )
         assert any("budget of route chat" in line for line in gateway.log().splitlines())
+
+
+def test_only_admin_keys_may_override_the_route_policy(setup) -> None:
+    gateway, keys = setup(targets=("haiku", "scout"))  # priority: the dear model first
+    _, plain = keys.create("app")
+    _, admin = keys.create("ops", "--admin")
+    cheapest = {"x-turnout-route-policy": "cheapest"}
+    with pytest.raises(openai.PermissionDeniedError):
+        _client(gateway, plain).chat.completions.create(
+            model="chat", messages=MESSAGES, extra_headers=cheapest
+        )
+    raw = _client(gateway, admin).chat.completions.with_raw_response.create(
+        model="chat", messages=MESSAGES, extra_headers=cheapest
+    )
+    assert raw.headers["x-turnout-model"] == "scout"
+    default = _client(gateway, admin).chat.completions.with_raw_response.create(
+        model="chat", messages=MESSAGES
+    )
+    assert default.headers["x-turnout-model"] == "haiku"
+    with pytest.raises(openai.BadRequestError):
+        _client(gateway, admin).chat.completions.create(
+            model="chat", messages=MESSAGES, extra_headers={"x-turnout-route-policy": "random"}
+        )

@@ -63,6 +63,7 @@ class Request:
     # from HTTP headers: the workflow session (x-turnout-session), models to skip
     session: str | None = None
     exclude: frozenset[str] = frozenset()
+    policy: str | None = None  # x-turnout-route-policy, from an admin key only
 
     @property
     def wants_json(self) -> bool:

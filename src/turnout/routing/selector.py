@@ -21,6 +21,7 @@ from turnout.routing.capabilities import Needs, prompt_tokens, prompt_upper_boun
 from turnout.routing.planner import Plan, Target
 from turnout.routing.sessions import SessionMap
 
+POLICIES = ("priority", "weighted", "cheapest", "fastest")
 _COUNT_OFF_LOOP = 256 * 1024  # prompts larger than this (bytes) are counted on a thread
 
 
@@ -73,7 +74,8 @@ class Selector:
             raise self._nothing_can(plan, skipped)
         route = self.config.routes.get(plan.route) if not plan.forced else None
         if route is not None:
-            targets = self._policy_order(route.policy, route.weights, targets, request, prompt)
+            policy = request.policy or route.policy  # an admin key may override it
+            targets = self._policy_order(policy, route.weights, targets, request, prompt)
             if route.consistency:
                 targets = self._sticky(plan.route, route.consistency.prefer, targets, request)
         if tuple(targets) == plan.targets:

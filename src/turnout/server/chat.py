@@ -22,7 +22,7 @@ from turnout.execute.executor import estimate_prompt_tokens
 from turnout.gateway import Gateway
 from turnout.model import Request, Response, UpstreamError, Usage
 from turnout.routing import Plan, Target
-from turnout.routing.selector import NoCapableTarget
+from turnout.routing.selector import POLICIES, NoCapableTarget
 from turnout.server.headers import turnout_headers
 
 _JSON = "application/json"
@@ -90,7 +90,7 @@ class ChatHandler:
         try:
             identity = await self._identify(http)
             row.key_id = identity.key_id
-            request = self._decode(await http.read(), http)
+            request = self._decode(await http.read(), http, identity)
             row.route, row.stream, row.session = request.model, request.stream, request.session
             plan = self._plan(request)
             self._admit(identity, plan, request)
@@ -113,19 +113,27 @@ class ChatHandler:
             error_type = "authentication_error" if exc.status == 401 else "permission_error"
             raise Refused(exc.status, exc.message, code=exc.code, error_type=error_type) from None
 
-    def _decode(self, raw: bytes, http: web.Request) -> Request:
+    def _decode(self, raw: bytes, http: web.Request, identity: Identity) -> Request:
         try:
             request = self.ingress.decode_request(raw)
         except InvalidRequest as exc:
             raise Refused(exc.status, exc.message, param=exc.param) from None
-        if "x-turnout-route-policy" in http.headers:
-            raise Refused(
-                403,
-                "x-turnout-route-policy is not accepted from clients: the route's policy is set"
-                " in the gateway's config.",
-                error_type="permission_error",
-                param="x-turnout-route-policy",
-            )
+        if policy := http.headers.get("x-turnout-route-policy"):
+            if not identity.admin:
+                raise Refused(
+                    403,
+                    "x-turnout-route-policy is accepted only from admin keys: the route's"
+                    " policy is set in the gateway's config.",
+                    error_type="permission_error",
+                    param="x-turnout-route-policy",
+                )
+            if policy not in POLICIES:
+                raise Refused(
+                    400,
+                    f"x-turnout-route-policy must be one of {', '.join(POLICIES)}.",
+                    param="x-turnout-route-policy",
+                )
+            request.policy = policy
         request.session = http.headers.get("x-turnout-session") or None
         if exclude := http.headers.get("x-turnout-exclude"):
             request.exclude = frozenset(m.strip() for m in exclude.split(",") if m.strip())
