@@ -195,6 +195,16 @@ def test_admin_endpoints_need_an_admin_key(setup) -> None:
     assert get("/health/providers", admin) == 200
     assert get("/admin/keys", plain) == 403
     assert get("/admin/keys", admin) == 200
+    status = subprocess.run(
+        [sys.executable, "-m", "turnout.cli.main", "status", "--url", gateway.url, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "TURNOUT_KEY": admin},
+    )
+    assert status.returncode == 0, status.stderr
+    assert "chat" in json.loads(status.stdout)["routes"]
 
 
 def test_jwt_hs256(setup) -> None:

@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="a running gateway's health, as a table")
     status.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.add_argument("--key", help="an admin key (default: $TURNOUT_KEY), when auth is on")
 
     keys = commands.add_parser("keys", help="create, list and revoke gateway API keys")
     keys.add_argument("--config", "-c", help="YAML config file (its ledger holds the keys)")

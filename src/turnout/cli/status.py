@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -55,8 +56,10 @@ def _table(data: dict[str, Any]) -> Table:
 
 def status(args: argparse.Namespace) -> int:
     url = args.url.rstrip("/") + "/health/providers"
+    key = args.key or os.environ.get("TURNOUT_KEY")
+    request = urllib.request.Request(url, headers={"authorization": f"Bearer {key}"} if key else {})
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             data = json.loads(response.read())
     except (urllib.error.URLError, OSError) as exc:
         print(f"turnout status: cannot reach {url}: {exc}", file=sys.stderr)
