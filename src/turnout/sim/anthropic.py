@@ -9,7 +9,6 @@ turnout sends its Anthropic clients is Anthropic's wire format, so the sim exerc
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -21,9 +20,15 @@ from turnout.dialects.errors import InvalidRequest
 from turnout.model import Delta, Response, ToolCall, ToolCallDelta, Usage
 from turnout.sim import wire
 from turnout.sim.answer import Answer, plan_answer, wants_json
-from turnout.sim.app import hold_until_gone, send_stream, whole_answer_arrives, with_stream_error
+from turnout.sim.app import (
+    hold_until_gone,
+    send_stream,
+    tracked,
+    whole_answer_arrives,
+    with_stream_error,
+)
 from turnout.sim.behaviour import Fault
-from turnout.sim.state import STATE, Draw, ModelState, SimState
+from turnout.sim.state import Draw, ModelState, SimState
 
 # Anthropic's words for each status (https://docs.claude.com/en/api/errors)
 _MESSAGES = {
@@ -85,17 +90,7 @@ def _fail(model: ModelState, status: int) -> web.Response:
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
-    task = asyncio.current_task()
-    if task is not None:
-        state.tasks.add(task)
-    try:
-        return await _messages(request, state)
-    except ConnectionError:
-        return web.Response()  # the client went away mid-answer
-    finally:
-        if task is not None:
-            state.tasks.discard(task)
+    return await tracked(request, _messages)
 
 
 async def _messages(request: web.Request, state: SimState) -> web.StreamResponse:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -60,19 +61,27 @@ async def hold_until_gone(request: web.BaseRequest) -> None:
         await asyncio.sleep(_HANG_POLL)
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
+async def tracked(
+    request: web.Request,
+    answer: Callable[[web.Request, SimState], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    """Run one answer as a task the sim can cancel on shutdown (hung requests included)."""
     state = request.app[STATE]
     task = asyncio.current_task()
     if task is not None:
         state.tasks.add(task)
     try:
-        return await _chat_completions(request, state)
+        return await answer(request, state)
     except ConnectionError:
         # the client went away mid-answer: nothing left to send it
         return web.Response()
     finally:
         if task is not None:
             state.tasks.discard(task)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await tracked(request, _chat_completions)
 
 
 async def _chat_completions(request: web.Request, state: SimState) -> web.StreamResponse:
