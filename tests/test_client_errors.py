@@ -190,3 +190,29 @@ def test_provider_key_never_appears_in_logs_or_responses(gateway_factory) -> Non
         assert secret not in text
         assert secret[:8] not in text
     assert health.json()["providers"]["leaky"]["state"] == "misconfigured"
+
+
+def test_wrong_method_is_a_405_naming_the_allowed_one(gateway) -> None:
+    result = gateway.get("/v1/chat/completions")
+    assert result.status == 405
+    assert result.headers["Allow"] == "POST"
+    assert _error(result)["type"] == "invalid_request_error"
+
+
+def test_unknown_paths_and_methods_on_the_anthropic_endpoint_in_anthropic_shape(gateway) -> None:
+    for result, status in (
+        (gateway.get("/v1/messages"), 405),
+        (gateway.post("/v1/messages/nope", b"{}"), 404),
+    ):
+        assert result.status == status
+        body = result.json()
+        assert body["type"] == "error"
+        assert set(body["error"]) == {"type", "message"}
+
+
+def test_a_body_over_the_limit_is_a_413_and_the_gateway_keeps_serving(gateway) -> None:
+    huge = b'{"model": "chat", "messages": [{"role": "user", "content": "' + b"x" * (33 << 20)
+    result = gateway.post("/v1/chat/completions", huge + b'"}]}')
+    assert result.status == 413
+    assert "larger than" in _error(result)["message"]
+    assert gateway.get("/health").status == 200

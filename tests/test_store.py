@@ -96,6 +96,22 @@ class Stores:
         finally:
             await con.close()
 
+    async def script(self, *statements: str) -> None:
+        """Statements run as they are, outside any store (to build an older schema)."""
+        if self.backend == "sqlite":
+            Path(self.where).parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.closing(sqlite3.connect(self.where)) as db:
+                for statement in statements:
+                    db.execute(statement)
+                db.commit()
+            return
+        con = await asyncpg.connect(self.where)
+        try:
+            for statement in statements:
+                await con.execute(statement)
+        finally:
+            await con.close()
+
     async def close_all(self) -> None:
         for store in self.made:
             await store.close()
@@ -170,9 +186,30 @@ async def test_migrations_apply_once_and_are_recorded(stores: Stores) -> None:
     )
     assert await table_columns(stores, "ledger") == list(LEDGER_COLUMNS)
     assert await table_columns(stores, "gateway_keys") == list(KEY_COLUMNS)
-    assert {"ledger_started_at", "ledger_key_id", "ledger_route"} <= await ledger_indexes(stores)
+    indexes = await ledger_indexes(stores)
+    assert "ledger_started_at" in indexes
+    assert not {"ledger_key_id", "ledger_route"} & indexes  # dropped by version 2
     if stores.backend == "sqlite":
         assert (await stores.query("PRAGMA journal_mode"))[0][0] == "wal"
+
+
+async def test_a_ledger_of_the_first_release_is_upgraded_with_its_rows(stores: Stores) -> None:
+    sqlite = stores.backend == "sqlite"
+    first = migrations.SQLITE[0] if sqlite else migrations.POSTGRES[0]
+    versions = migrations.SQLITE_VERSIONS_TABLE if sqlite else migrations.POSTGRES_VERSIONS_TABLE
+    await stores.script(
+        versions,
+        *first,
+        "INSERT INTO schema_migrations (version, applied_at) VALUES (1, 0)",
+        "INSERT INTO ledger (id, started_at, route, dialect, stream, status, outcome)"
+        f" VALUES ('old', 1, 'chat', 'openai', {'0' if sqlite else 'false'}, 200, 'ok')",
+    )
+    assert {"ledger_key_id", "ledger_route"} <= await ledger_indexes(stores)
+
+    store = await stores.open()
+    assert store.applied_migrations == list(range(2, len(migrations.SQLITE) + 1))
+    assert [row.id for row in await store.rows()] == ["old"]
+    assert not {"ledger_key_id", "ledger_route"} & await ledger_indexes(stores)
 
 
 def test_both_backends_have_the_same_migration_versions() -> None:

@@ -59,11 +59,14 @@ class Budget:
         return f"{self.period} budget of {self.scope} {self.name} (${self.usd:g})"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Verdict:
     blocked: Budget | None = None
     downgrade: bool = False
     providers_over: frozenset[str] = frozenset()  # providers whose own budget is spent
+
+
+_NO_BUDGETS = Verdict()  # the verdict of every request no budget applies to
 
 
 class SpendTracker:
@@ -75,6 +78,9 @@ class SpendTracker:
                     self.budgets.append(
                         Budget(entry.scope, entry.name, period, usd, entry.soft, entry.on_exceed)
                     )
+        # route and provider spend matters only to their budgets; a key's is always kept
+        # (an admin may give the key a budget at any time, and /admin/keys shows it)
+        self._budgeted = {(b.scope, b.name) for b in self.budgets}
         # (scope, name, period) -> [period start, spent]
         self._spent: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
         self._alerted: set[tuple[str, str, str, float]] = set()
@@ -100,7 +106,7 @@ class SpendTracker:
             return
         now = row.started_at
         for scope, name in (("key", row.key_id), ("route", row.route), ("provider", row.provider)):
-            if not name:
+            if not name or (scope != "key" and (scope, name) not in self._budgeted):
                 continue
             for period in PERIODS:
                 start = period_start(period, now)
@@ -124,10 +130,14 @@ class SpendTracker:
         ]
 
     def check(self, key: KeyRecord | None, route: str, now: float | None = None) -> Verdict:
+        budgets = [*self._key_budgets(key), *self.budgets]
+        if not budgets:
+            return _NO_BUDGETS
         now = time.time() if now is None else now
-        verdict = Verdict()
+        blocked: Budget | None = None
+        downgrade = False
         over_providers = set()
-        for budget in [*self._key_budgets(key), *self.budgets]:
+        for budget in budgets:
             if budget.scope == "route" and budget.name != route:
                 continue
             if self.spent(budget.scope, budget.name, budget.period, now) < budget.usd:
@@ -135,11 +145,10 @@ class SpendTracker:
             if budget.scope == "provider":
                 over_providers.add(budget.name)  # its models are skipped; others may answer
             elif budget.on_exceed == "downgrade":
-                verdict.downgrade = True
-            elif verdict.blocked is None:
-                verdict.blocked = budget
-        verdict.providers_over = frozenset(over_providers)
-        return verdict
+                downgrade = True
+            elif blocked is None:
+                blocked = budget
+        return Verdict(blocked, downgrade, frozenset(over_providers))
 
     def _alert_soft(self, now: float) -> None:
         for budget in self.budgets:

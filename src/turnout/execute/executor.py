@@ -23,6 +23,7 @@ from typing import TypeVar
 from turnout.execute import guard
 from turnout.execute.accumulate import Accumulator, replay
 from turnout.execute.attempts import AllTargetsFailed, Attempt, PassThroughError
+from turnout.execute.deadlines import Deadlines
 from turnout.execute.failures import backoff_delay, should_retry_same_target, timeout_error
 from turnout.execute.stale import StaleCache
 from turnout.execute.stream import Stream, close_quietly
@@ -84,6 +85,7 @@ class Executor:
     def __init__(self, health: HealthEngine) -> None:
         self.health = health
         self.stale = StaleCache()
+        self.deadlines = Deadlines()
 
     # --- the two entry points --------------------------------------------------------------
 
@@ -94,7 +96,7 @@ class Executor:
             call = Call(target.upstream_model, target.timeouts)
             started, t0 = time.time(), time.perf_counter()
             try:
-                async with asyncio.timeout(target.timeouts.total):
+                async with self.deadlines.timeout(target.timeouts.total):
                     response = await target.provider.complete(request, call)
             except TimeoutError:
                 error = timeout_error("total")
@@ -244,13 +246,13 @@ class Executor:
         """Start a stream and wait for its first content token within the TTFT timeout."""
         call = Call(target.upstream_model, target.timeouts)
         started, t0 = time.time(), time.perf_counter()
-        loop = asyncio.get_running_loop()
+        loop, _ = self.deadlines.task()
         deadline = loop.time() + target.timeouts.total
         ttft_deadline = min(deadline, loop.time() + target.timeouts.ttft)
         source = target.provider.stream(request, call)
         buffered: list[Delta] = []
         try:
-            async with asyncio.timeout_at(ttft_deadline):
+            async with self.deadlines.timeout_at(ttft_deadline):
                 async for delta in source:
                     buffered.append(delta)
                     if delta.has_content or delta.finish_reason:
@@ -262,7 +264,7 @@ class Executor:
             if plan.buffer_streams and guard.applies(request, plan.output_schema):
                 # the client asked for JSON and the route validates streams: the whole answer
                 # is read and checked before the first byte goes out
-                async with asyncio.timeout_at(deadline):
+                async with self.deadlines.timeout_at(deadline):
                     buffered += [delta async for delta in source]
                 whole = Accumulator()
                 for delta in buffered:
@@ -286,7 +288,9 @@ class Executor:
                     self.stale.put(plan.route, request, kept.response("", target.name), target.name)
 
             keep = plan.stale_max_age is not None
-            return Stream(target, attempts, tries, buffered, source, finish, deadline, keep)
+            return Stream(
+                target, attempts, tries, buffered, source, finish, deadline, keep, self.deadlines
+            )
         await close_quietly(source)
         self._outcome(plan, target, started, time.perf_counter() - t0, error, call=call)
         return error
@@ -305,7 +309,7 @@ class Executor:
         started, t0 = time.time(), time.perf_counter()
         error = None
         try:
-            async with asyncio.timeout(target.timeouts.total):
+            async with self.deadlines.timeout(target.timeouts.total):
                 await target.provider.complete(request, call)
         except TimeoutError:
             error = timeout_error("total")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from turnout.execute.accumulate import Accumulator
 from turnout.execute.attempts import Attempt
+from turnout.execute.deadlines import Deadlines
 from turnout.execute.failures import timeout_error
 from turnout.model import Delta, UpstreamError, Usage
 from turnout.routing import Target
@@ -40,6 +40,7 @@ class Stream:
         finish: Finish | None = None,
         deadline: float | None = None,
         keep: bool = False,
+        deadlines: Deadlines | None = None,
         stale_age: float | None = None,
     ) -> None:
         self.target = target
@@ -50,6 +51,7 @@ class Stream:
         self._source = source if source is not None else _no_more()
         self._finish = finish
         self._deadline = deadline
+        self._deadlines = deadlines or Deadlines()
         self._accumulator = Accumulator() if keep else None
 
     async def deltas(self) -> AsyncIterator[Delta]:
@@ -65,7 +67,7 @@ class Stream:
                 if accumulator is not None:
                     accumulator.add(delta)
                 yield delta
-            async with asyncio.timeout_at(self._deadline):
+            async with self._deadlines.timeout_at(self._deadline):
                 async for delta in self._source:
                     usage = delta.usage or usage
                     if accumulator is not None:

@@ -146,6 +146,8 @@ class HealthEngine:
         self.store.publish(f"misconfigured:{scope}", {"reason": reason, "at": now})
 
     def _misconfiguration(self, health: ModelHealth) -> dict[str, Any] | None:
+        if not self.misconfigured:
+            return None  # the usual case, on every request: no strings built
         return self.misconfigured.get(f"provider:{health.provider}") or self.misconfigured.get(
             f"model:{health.name}"
         )

@@ -74,7 +74,11 @@ def _int(value: str | None) -> int | None:
 
 def parse_windows(headers: Mapping[str, str], now: float) -> list[Window]:
     """Every rate-limit window the headers describe. Header names are matched lower-case."""
-    lower = {k.lower(): v for k, v in headers.items() if "ratelimit" in k.lower()}
+    lower = {}
+    for name, value in headers.items():
+        name = name.lower()
+        if "ratelimit" in name:
+            lower[name] = value
     if not lower:
         return []
     windows = []
@@ -119,6 +123,8 @@ class RateLimits:
         """When a request would be refused now, the time its exhausted window resets;
         None when it fits (or nothing is known). Output limits are not checked: output is
         not known before the answer, and providers count it after the fact."""
+        if not self.windows:
+            return None
         need = {"requests": 1, "tokens": prompt_tokens + max_output, "input_tokens": prompt_tokens}
         until = None
         for window in self.windows:

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from turnout.accounting.auth import AuthError, Identity
 from turnout.accounting.budgets import period_start
@@ -138,10 +139,13 @@ class AdminEndpoints:
             return caller
         return json_response(list(self.gateway.accounting.spend.events))
 
-    def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/health", self.health)
-        app.router.add_get("/health/providers", self.health_providers)
-        app.router.add_get("/v1/models", self.models)
-        app.router.add_get("/v1/usage", self.usage)
-        app.router.add_get("/admin/keys", self.keys)
-        app.router.add_get("/admin/events", self.events)
+    def routes(self) -> list[tuple[str, Handler]]:
+        """(path, handler) of every admin endpoint; all are GETs."""
+        return [
+            ("/health", self.health),
+            ("/health/providers", self.health_providers),
+            ("/v1/models", self.models),
+            ("/v1/usage", self.usage),
+            ("/admin/keys", self.keys),
+            ("/admin/events", self.events),
+        ]

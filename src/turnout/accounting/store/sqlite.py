@@ -7,6 +7,7 @@ and keeps reads from another process (`turnout report`) from blocking the gatewa
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -68,8 +69,22 @@ class SqliteStore(Store):
         if self.path != ":memory:":
             Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         self._writer_db = await self._connect()
-        await self._writer_db.execute_fetchall("PRAGMA journal_mode=WAL")  # stored in the file
+        await self._use_wal(self._writer_db)
         self._reader_db = await self._connect()
+
+    async def _use_wal(self, db: aiosqlite.Connection) -> None:
+        """WAL mode (stored in the file). Switching needs the file to itself, and SQLite
+        answers "locked" at once instead of waiting while another process opening the same
+        new file holds it (e.g. `serve --workers 2` on a fresh data dir): so retry."""
+        deadline = time.monotonic() + _BUSY_TIMEOUT
+        while True:
+            try:
+                await db.execute_fetchall("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.01)
 
     async def _shutdown(self) -> None:
         for db in (self._reader_db, self._writer_db):
