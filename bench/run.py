@@ -25,6 +25,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,7 @@ LITELLM_OUTSIDE = re.compile(
     re.IGNORECASE,
 )
 LOAD_CORE, SERVER_CORE = "0", "1"
+ALTERNATE_SECONDS = 3.0  # each run of the alternating floor/turnout pairs
 SHARED_CORES = "0,1"  # the turnout-1w / turnout-2w pair: gateway, load and upstream together
 HOST = "127.0.0.1"
 SYSTEMS = (
@@ -487,6 +489,42 @@ def run_http(args: argparse.Namespace, upstream_port: int, tmp: Path) -> list[Ht
                     row.add_note(str(exc).replace("\n", " "))
                     print(f"  {system}: n/a: {row.note}", flush=True)
     return list(rows.values())
+
+
+def run_alternating(args: argparse.Namespace, upstream_port: int, tmp: Path) -> list[float]:
+    """turnout / floor req/s at c=8, from short runs taken in turn, `--alternate` times.
+
+    This machine's speed drifts by 10-20% over seconds to minutes (other tenants of the VM),
+    so two 10 s runs taken a minute apart can put the ratio anywhere from 0.5x to 0.65x.
+    Runs taken back to back, in turn, see the same machine: their median ratio is the
+    figure to quote. Both servers stay up, pinned to the same core; only one is loaded."""
+    conf = nginx_conf(tmp, "upstream-alt", upstream_port, upstream_server(upstream_port))
+    ratios: list[float] = []
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(
+            running("nginx-alt", Launch(nginx_argv(conf)), LOAD_CORE, upstream_port)
+        )
+        ports = {}
+        for system in ("floor", "turnout"):
+            port = free_port()
+            launch = server_launch(system, port, upstream_port, tmp, args.turnout)
+            stack.enter_context(running(f"{system}-alt", launch, SERVER_CORE, port))
+            wrk(port, 8, args.warmup)
+            ports[system] = port
+        for _ in range(args.alternate):
+            floor = wrk(ports["floor"], 8, ALTERNATE_SECONDS)
+            turnout = wrk(ports["turnout"], 8, ALTERNATE_SECONDS)
+            ratios.append(turnout.rps / floor.rps)
+            print(f"  turnout / floor: {ratios[-1]:.2f}x", flush=True)
+    return ratios
+
+
+def alternating_summary(ratios: list[float]) -> str:
+    return (
+        f"turnout / floor req/s at c=8, {len(ratios)} alternating {ALTERNATE_SECONDS:g} s pairs: "
+        f"median {statistics.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f}x;"
+        " goal >= 0.60x)"
+    )
 
 
 @dataclass(frozen=True)
@@ -1000,6 +1038,12 @@ def parse_args() -> argparse.Namespace:
         "--repeat", type=int, help="runs per stream step, median p99 (default 3, quick 1)"
     )
     p.add_argument(
+        "--alternate",
+        type=int,
+        help="floor/turnout pairs of short c=8 runs taken in turn for the ratio "
+        "(default 5, quick 3; 0 skips them)",
+    )
+    p.add_argument(
         "--turnout-rev",
         help="measure turnout as of this git commit (git archive of src/ on PYTHONPATH) "
         "instead of the installed one, e.g. HEAD while the work tree is being edited",
@@ -1024,6 +1068,8 @@ def parse_args() -> argparse.Namespace:
     args.duration = args.duration or (3.0 if args.quick else 10.0)
     args.warmup = args.warmup or (1.0 if args.quick else 3.0)
     args.repeat = max(1, args.repeat or (1 if args.quick else 3))
+    if args.alternate is None:
+        args.alternate = 3 if args.quick else 5
     args.do_http = args.only != "stream"
     args.do_stream = args.only == "stream" or (args.stream and args.only != "http")
     return args
@@ -1097,6 +1143,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="turnout-bench-"))
     tmp.chmod(0o755)  # nginx workers may run as nobody
     http_rows: list[HttpRow] = []
+    alternating: list[float] = []
     stream_rows: list[StreamRow] = []
     try:
         try:
@@ -1105,6 +1152,9 @@ def main() -> int:
             sys.exit(f"--turnout-rev {args.turnout_rev}: {exc.stderr.decode(errors='replace')}")
         if args.do_http:
             http_rows = run_http(args, upstream_port, tmp)
+            if args.alternate and {"floor", "turnout"} <= set(args.systems):
+                print("[http] floor and turnout, alternating ...", flush=True)
+                alternating = run_alternating(args, upstream_port, tmp)
         if args.do_stream:
             stream_rows = run_stream(args, upstream_port, tmp)
     except KeyboardInterrupt:
@@ -1122,6 +1172,8 @@ def main() -> int:
         header, body = http_table(http_rows, sorted({*args.conns, *args.pair_conns}))
         print_table(title, header, body)
         summary = http_summary(http_rows)
+        if alternating:
+            summary.insert(1, alternating_summary(alternating))
         print("\n".join(summary))
         sections += ["", f"## {title}", "", markdown(header, body), ""]
         sections += [f"- {line}" for line in summary]

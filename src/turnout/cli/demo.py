@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
-from aiohttp import web
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -27,7 +26,7 @@ from turnout.config import parse_config
 from turnout.config.schema import SimBehaviour
 from turnout.gateway import Gateway
 from turnout.model import Usage
-from turnout.server import make_app
+from turnout.server import GatewayServer
 from turnout.sim import SimServer
 
 HEALTHY = SimBehaviour(
@@ -166,11 +165,9 @@ async def _story(speed: float, port: int, console: Console) -> Tally:
     tally = Tally()
     async with SimServer({"scout": HEALTHY, "haiku": FALLBACK}, seed=42) as sim:
         gateway = Gateway(parse_config(_config(sim.url, speed), "<demo>"))
-        runner = web.AppRunner(make_app(gateway), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", port)
-        await site.start()
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/chat/completions"
+        server = GatewayServer(gateway, "127.0.0.1", port)
+        await server.start()
+        url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
         console.print(
             f"gateway on {url.removesuffix('/chat/completions')} · route chat = "
             "[scout ($0.30/M out), haiku ($5/M out)]"
@@ -192,7 +189,7 @@ async def _story(speed: float, port: int, console: Console) -> Tally:
                             live.update(_table(phase.title, tally, left))
                             await asyncio.sleep(0.1 / speed)
         finally:
-            await runner.cleanup()
+            await server.close()
     return tally
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-
-from aiohttp import web
+import signal
 
 from turnout.cli.common import config_from_args, setup_logging
 from turnout.cli.workers import supervise
+from turnout.config.schema import Config
 from turnout.gateway import Gateway
-from turnout.server import make_app
+from turnout.server import GatewayServer
 
 log = logging.getLogger("turnout")
 
@@ -46,21 +46,25 @@ def serve(args: argparse.Namespace, argv: list[str]) -> int:
         config = config.model_copy(update={"server": config.server.model_copy(update=updates)})
     setup_logging(args.log_level or config.log_level)
     _use_uvloop()
-    gateway = Gateway(config)
-    app = make_app(gateway)
-    host, port = config.server.host, config.server.port
-
-    def ready(_: object) -> None:
-        routes = "; ".join(f"{n} -> {', '.join(r.targets)}" for n, r in config.routes.items())
-        log.info("turnout listening on http://%s:%s/v1 (routes: %s)", host, port, routes or "none")
-
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        access_log=None,
-        print=ready,
-        shutdown_timeout=10,
-        reuse_port=args.reuse_port or None,
-    )
+    asyncio.run(_serve(config, reuse_port=bool(args.reuse_port)))
     return 0
+
+
+async def _serve(config: Config, reuse_port: bool) -> None:
+    host = config.server.host
+    gateway = Gateway(config)
+    async with GatewayServer(gateway, host, config.server.port, reuse_port=reuse_port) as server:
+        routes = "; ".join(f"{n} -> {', '.join(r.targets)}" for n, r in config.routes.items())
+        log.info(
+            "turnout listening on http://%s:%s/v1 (routes: %s)", host, server.port, routes or "none"
+        )
+        await _until_signalled()
+
+
+async def _until_signalled() -> None:
+    """SIGTERM or SIGINT: stop taking connections, finish what is in flight, then exit."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

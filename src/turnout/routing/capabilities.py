@@ -25,15 +25,18 @@ class Needs:
     vision: bool
 
     @classmethod
-    def of(cls, request: Request) -> Needs:
-        return cls(
-            tools=bool(request.tools),
-            json=request.wants_json,
-            vision=any(
-                type(m.get("content")) is list and _has_image(m["content"])
-                for m in request.messages
-            ),
-        )
+    def of(cls, request: Request) -> Needs | None:
+        """What the request needs of a model; None (the usual case) when nothing special."""
+        tools, json, vision = bool(request.tools), request.wants_json, _has_images(request)
+        return cls(tools, json, vision) if tools or json or vision else None
+
+
+def _has_images(request: Request) -> bool:
+    for message in request.messages:
+        content = message.get("content")
+        if type(content) is list and _has_image(content):
+            return True
+    return False
 
 
 def _has_image(content: Any) -> bool:

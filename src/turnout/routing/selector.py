@@ -65,7 +65,7 @@ class Selector:
             targets = [t for t in targets if t.name not in request.exclude]
             skipped += [Attempt(t.name, "excluded") for t in plan.targets if t not in targets]
         needs = Needs.of(request)
-        if needs.tools or needs.json or needs.vision:
+        if needs is not None:
             targets = self._capable(targets, needs, skipped)
         prompt = await self._check_context(plan, targets, request, skipped)
         if skipped:

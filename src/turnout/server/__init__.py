@@ -1,5 +1,5 @@
 """The HTTP surface: ingress endpoints, health, models."""
 
-from turnout.server.app import make_app
+from turnout.server.app import GatewayServer
 
-__all__ = ["make_app"]
+__all__ = ["GatewayServer"]

@@ -1,9 +1,17 @@
-"""The aiohttp application: routes, error shapes for anything unexpected, lifecycle."""
+"""The HTTP server: aiohttp's low-level server, one dispatcher, errors in the client's shape.
+
+turnout serves a handful of fixed paths, so a dictionary lookup replaces aiohttp's
+Application, router and middleware chain: on the bench that machinery cost about 8% of a
+proxied request (the same floor proxy served 8.6% more requests/s without it).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+from collections.abc import Callable
+from typing import Self
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -16,18 +24,40 @@ from turnout.server.chat import ChatHandler
 
 log = logging.getLogger("turnout.server")
 
-GATEWAY = web.AppKey("gateway", Gateway)
 MAX_BODY = 32 * 1024 * 1024  # chat requests with images or long documents are large
+SHUTDOWN_TIMEOUT = 10.0  # seconds in-flight requests get to finish on shutdown
 
 
-def _shaped(handler: Handler) -> Handler:
-    """Every error the client sees is in its API's shape; the process keeps serving.
-    (A wrapper per route, not a middleware: aiohttp's middleware chain costs about 2% of a
-    proxied request.)"""
+def _error(
+    status: int, message: str, error_type: str | None = None, path: str = ""
+) -> web.Response:
+    dialect = ANTHROPIC if path.startswith("/v1/messages") else OPENAI
+    body = dialect.encode_error(status, message, error_type=error_type)
+    return web.Response(status=status, body=body, content_type="application/json")
 
-    async def shaped(request: web.Request) -> web.StreamResponse:
+
+class Dispatcher:
+    """Each request to its handler by exact path and method. Every error the client sees
+    is in its API's shape (404, 405, 413, 500 included); the process keeps serving."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, dict[str, Handler]] = {}
+
+    def add(self, method: str, path: str, handler: Handler) -> None:
+        methods = self._routes.setdefault(path, {})
+        methods[method] = handler
+        if method == "GET":
+            methods.setdefault("HEAD", handler)  # aiohttp leaves the body out of HEAD answers
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        methods = self._routes.get(request.path)
         try:
-            return await handler(request)
+            if methods is None:
+                raise web.HTTPNotFound()
+            handler = methods.get(request.method)
+            if handler is None:
+                raise web.HTTPMethodNotAllowed(request.method, methods)
+            return await handler(request)  # type: ignore[arg-type]
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -46,50 +76,79 @@ def _shaped(handler: Handler) -> Handler:
             log.exception("unexpected error on %s %s", request.method, request.path)
             return _error(500, "internal gateway error", error_type="api_error", path=request.path)
 
-    return shaped
 
-
-def _error(
-    status: int, message: str, error_type: str | None = None, path: str = ""
-) -> web.Response:
-    dialect = ANTHROPIC if path.startswith("/v1/messages") else OPENAI
-    body = dialect.encode_error(status, message, error_type=error_type)
-    return web.Response(status=status, body=body, content_type="application/json")
-
-
-async def _no_route(request: web.Request) -> web.StreamResponse:
-    """The catch-all route: 405 when another route has this path, else 404."""
-    itself = request.match_info.route.resource
-    allowed: set[str] = set()
-    for resource in request.app.router.resources():
-        if resource is not itself:
-            allowed |= (await resource.resolve(request))[1]
-    if allowed:
-        raise web.HTTPMethodNotAllowed(request.method, allowed)
-    raise web.HTTPNotFound()
-
-
-def make_app(gateway: Gateway) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
-    app[GATEWAY] = gateway
-    router = app.router
-    router.add_post("/v1/chat/completions", _shaped(ChatHandler(gateway, OPENAI)))
-    router.add_post("/v1/messages", _shaped(ChatHandler(gateway, ANTHROPIC)))
+def make_dispatcher(gateway: Gateway) -> Dispatcher:
+    dispatcher = Dispatcher()
+    dispatcher.add("POST", "/v1/chat/completions", ChatHandler(gateway, OPENAI))
+    dispatcher.add("POST", "/v1/messages", ChatHandler(gateway, ANTHROPIC))
     for path, handler in AdminEndpoints(gateway).routes():
-        router.add_get(path, _shaped(handler))
-    # last: any other path or method, answered 404 or 405 in the client's shape
-    router.add_route("*", "/{path:.*}", _shaped(_no_route))
+        dispatcher.add("GET", path, handler)
+    return dispatcher
 
-    async def on_startup(_: web.Application) -> None:
-        await gateway.start()
+
+def _request_factory(loop: asyncio.AbstractEventLoop) -> Callable[..., web.BaseRequest]:
+    """aiohttp's own request factory, with a body limit fit for chat requests."""
+
+    def make(message, payload, protocol, writer, task) -> web.BaseRequest:
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, loop, client_max_size=MAX_BODY
+        )
+
+    return make
+
+
+class GatewayServer:
+    """The gateway serving on host:port, from start() (or `async with`) until close().
+    close() lets in-flight requests finish, then drains the ledger."""
+
+    def __init__(self, gateway: Gateway, host: str, port: int, *, reuse_port: bool = False) -> None:
+        self.gateway = gateway
+        self.host = host
+        self.requested_port = port
+        self.reuse_port = reuse_port
+        self._runner: web.ServerRunner | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the requested one, or the one the OS chose for port 0)."""
+        assert self._runner is not None, "the server is not started"
+        return self._runner.addresses[0][1]
+
+    async def start(self) -> None:
+        await self.gateway.start()
+        try:
+            await self._listen()
+        except BaseException:
+            await self.close()  # a port in use, say: the ledger still closes cleanly
+            raise
+
+    async def _listen(self) -> None:
+        server = web.Server(
+            make_dispatcher(self.gateway),
+            request_factory=_request_factory(asyncio.get_running_loop()),
+            access_log=None,
+        )
+        self._runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner, self.host, self.requested_port, reuse_port=self.reuse_port or None
+        )
+        await site.start()
         # everything loaded so far lives as long as the process: keep the garbage collector
         # from scanning it again on every full collection
         gc.collect()
         gc.freeze()
 
-    async def on_cleanup(_: web.Application) -> None:
-        await gateway.close()
+    async def close(self) -> None:
+        try:
+            if self._runner is not None:
+                await self._runner.cleanup()
+        finally:
+            await self.gateway.close()  # last: drains every ledger row still queued
 
-    app.on_startup.append(on_startup)
-    app.on_cleanup.append(on_cleanup)
-    return app
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
