@@ -515,7 +515,10 @@ def run_alternating(args: argparse.Namespace, upstream_port: int, tmp: Path) -> 
             floor = wrk(ports["floor"], 8, ALTERNATE_SECONDS)
             turnout = wrk(ports["turnout"], 8, ALTERNATE_SECONDS)
             ratios.append(turnout.rps / floor.rps)
-            print(f"  turnout / floor: {ratios[-1]:.2f}x", flush=True)
+            print(
+                f"  turnout / floor: {ratios[-1]:.2f}x ({turnout.rps:,.0f} / {floor.rps:,.0f})",
+                flush=True,
+            )
     return ratios
 
 

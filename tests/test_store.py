@@ -393,6 +393,19 @@ async def test_unwritable_rows_are_dropped_and_the_rest_written(stores: Stores) 
     assert store.pending == 0
 
 
+async def test_a_value_the_database_refuses_drops_that_row_only(stores: Stores) -> None:
+    # more rows than one multi-row INSERT holds, the bad one inside a group: the batch is
+    # split until the row is found
+    store = await stores.open()
+    good = [make_row(started_at=1000.0 + i) for i in range(137)]
+    bad = make_row(prompt_tokens=2**70)  # beyond any integer column
+    for row in good[:60] + [bad] + good[60:]:
+        store.record(row)
+    await store.flush()
+    assert await store.rows() == good
+    assert store.dropped == 1 and store.pending == 0
+
+
 async def test_failed_writes_are_retried_until_they_succeed(
     stores: Stores, monkeypatch: pytest.MonkeyPatch
 ) -> None:
