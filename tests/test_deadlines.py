@@ -99,3 +99,22 @@ async def test_many_concurrent_deadlines_each_fire_for_their_own_task():
         *(one(0.05, 5) for _ in range(50)), *(one(5, 0.01) for _ in range(50))
     )
     assert results == ["timed out"] * 50 + ["done"] * 50
+
+
+async def test_a_call_outside_any_task_leaves_other_deadlines_pending():
+    mine = Deadlines()
+    loop = asyncio.get_running_loop()
+    refused = loop.create_future()
+
+    def outside_a_task() -> None:
+        try:
+            mine.task()
+        except RuntimeError as exc:
+            refused.set_result(exc)
+
+    with pytest.raises(TimeoutError):
+        async with mine.timeout(0.1):
+            loop.call_soon(outside_a_task)
+            assert isinstance(await refused, RuntimeError)
+            assert len(mine.pending) == 1  # still there: it fires below
+            await asyncio.sleep(5)

@@ -42,9 +42,11 @@ class Deadlines:
         loop = self.loop
         task = asyncio.current_task(loop) if loop is not None else None
         if task is None:  # the first use, or a new loop (tests run one per test)
-            loop = self.loop = asyncio.get_running_loop()
-            self.pending.clear()
-            self._timer = None
+            loop = asyncio.get_running_loop()
+            if loop is not self.loop:  # the old loop's deadlines and timer are gone with it
+                self.loop = loop
+                self.pending.clear()
+                self._timer = None
             task = asyncio.current_task(loop)
             if task is None:
                 raise RuntimeError("a deadline must be used inside a task")
