@@ -3,6 +3,8 @@ serving. Bad config names the file and key path. Keys never leak."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -216,3 +218,24 @@ def test_a_body_over_the_limit_is_a_413_and_the_gateway_keeps_serving(gateway) -
     assert result.status == 413
     assert "larger than" in _error(result)["message"]
     assert gateway.get("/health").status == 200
+
+
+def test_a_port_in_use_is_a_clear_error_not_a_traceback(tmp_path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(sim_config({"a": {}}, {"chat": {"targets": ["a"]}})))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "turnout.cli.main", "serve", "--config", str(path)]
+            + ["--port", str(port)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "TURNOUT_DATA_DIR": str(tmp_path / "data")},
+        )
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -11,7 +11,7 @@ from turnout.cli.common import config_from_args, setup_logging
 from turnout.cli.workers import supervise
 from turnout.config.schema import Config
 from turnout.gateway import Gateway
-from turnout.server import GatewayServer
+from turnout.server import GatewayServer, ListenError
 
 log = logging.getLogger("turnout")
 
@@ -46,7 +46,11 @@ def serve(args: argparse.Namespace, argv: list[str]) -> int:
         config = config.model_copy(update={"server": config.server.model_copy(update=updates)})
     setup_logging(args.log_level or config.log_level)
     _use_uvloop()
-    asyncio.run(_serve(config, reuse_port=bool(args.reuse_port)))
+    try:
+        asyncio.run(_serve(config, reuse_port=bool(args.reuse_port)))
+    except ListenError as exc:
+        log.error("%s", exc)
+        return 2
     return 0
 
 

@@ -1,5 +1,5 @@
 """The HTTP surface: ingress endpoints, health, models."""
 
-from turnout.server.app import GatewayServer
+from turnout.server.app import GatewayServer, ListenError
 
-__all__ = ["GatewayServer"]
+__all__ = ["GatewayServer", "ListenError"]

@@ -97,6 +97,10 @@ def _request_factory(loop: asyncio.AbstractEventLoop) -> Callable[..., web.BaseR
     return make
 
 
+class ListenError(Exception):
+    """The gateway's address cannot be bound (in use, not this host's, not permitted)."""
+
+
 class GatewayServer:
     """The gateway serving on host:port, from start() (or `async with`) until close().
     close() lets in-flight requests finish, then drains the ledger."""
@@ -133,7 +137,11 @@ class GatewayServer:
         site = web.TCPSite(
             self._runner, self.host, self.requested_port, reuse_port=self.reuse_port or None
         )
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            where = f"{self.host}:{self.requested_port}"
+            raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from None
         # everything loaded so far lives as long as the process: keep the garbage collector
         # from scanning it again on every full collection
         gc.collect()
