@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -183,3 +184,30 @@ def ask(gateway: GatewayProcess, content: str = "hello", stream: bool = False) -
     ) as response:
         text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
         return text, response.headers
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fuzz suite's run size: how many cases each property generated (issue 11)."""
+    strategies = sys.modules.get("tests.fuzz_strategies")
+    cases = getattr(strategies, "CASES", None)
+    if cases:
+        parts = ", ".join(f"{name} {count}" for name, count in sorted(cases.items()))
+        terminalreporter.write_line(f"fuzz: {sum(cases.values())} cases ({parts})")
+    for name, statuses in sorted(getattr(strategies, "STATUSES", {}).items()):
+        seen = ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items()))
+        terminalreporter.write_line(f"fuzz: {name} answered {seen}")
+
+
+def ledger_rows(backend: str, where: str) -> list[Any]:
+    """Every row of a ledger a gateway wrote (SQLite file path, or PostgreSQL DSN)."""
+    from turnout.accounting.store import make_store
+
+    async def read() -> list[Any]:
+        store = make_store(backend, path=where, dsn=where)
+        await store.start()
+        try:
+            return await store.rows()
+        finally:
+            await store.close()
+
+    return asyncio.run(read())

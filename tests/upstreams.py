@@ -174,3 +174,117 @@ class CassetteUpstream:
         app = web.Application()
         app.router.add_post("/{path:.*}", self.handle)
         return app
+
+
+def secret_echoing_upstream() -> web.Application:
+    """An upstream that hands back the key it was sent in every way an error can carry it.
+
+    The request's `model` picks the answer:
+    - `echo-400`: a 400 with the key in message (whole and masked), code, param and type,
+      and in a response header;
+    - `echo-stream-first`: a 200 stream whose first event is such an error (status 400);
+    - `echo-stream-late`: a 200 stream that sends some text, then such an error event;
+    - `echo-401`: a 401 with a masked echo in message and code, as OpenAI words it.
+    """
+
+    import json
+
+    def error_object(key: str) -> dict:
+        return {
+            "message": f"Bad request for key {key[:11]}****{key[-4:]} (sent {key}).",
+            "type": f"invalid_request_error:{key}",
+            "code": f"key_{key[:14]}***",
+            "param": key,
+        }
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        key = request.headers.get("authorization", "").removeprefix("Bearer ")
+        model = (await request.json()).get("model")
+        if model == "echo-400":
+            return web.json_response(
+                {"error": error_object(key)}, status=400, headers={"x-upstream-key": key}
+            )
+        if model == "echo-401":
+            masked = f"{key[:14]}****{key[-4:]}"
+            error = {
+                "message": f"Incorrect API key provided: {masked}.",
+                "type": "invalid_request_error",
+                "code": f"invalid_api_key:{masked}",
+                "param": None,
+            }
+            return web.json_response({"error": error}, status=401)
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        if model == "echo-stream-late":
+            chunk = {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": "partial"}}],
+            }
+            await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        error = {**error_object(key), "status_code": 400}
+        await response.write(b"data: " + json.dumps({"error": error}).encode() + b"\n\n")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    return app
+
+
+MODERATION_TRIGGER = "FLAG-ME"
+
+
+def forbidding_upstream() -> web.Application:
+    """An OpenAI-compatible upstream with two kinds of 403, as providers document them:
+    a prompt containing MODERATION_TRIGGER gets OpenRouter's moderation refusal (for any
+    model), and model `denied` gets OpenAI's "project does not have access to model".
+    Everything else is answered with the model's name."""
+    import json
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.json()
+        model = body.get("model")
+        if MODERATION_TRIGGER in json.dumps(body.get("messages")):
+            error = {
+                "code": 403,
+                "message": f"{model} requires moderation on Venice. Your input was flagged"
+                ' for "harassment". No credits were charged.',
+                "metadata": {
+                    "reasons": ["harassment"],
+                    "flagged_input": f"{MODERATION_TRIGGER}...",
+                    "provider_name": "Venice",
+                    "model_slug": model,
+                },
+            }
+            return web.json_response({"error": error}, status=403)
+        if model == "denied":
+            error = {
+                "message": "Project `proj_abc` does not have access to model `denied`",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "model_not_found",
+            }
+            return web.json_response({"error": error}, status=403)
+        return web.json_response(
+            {
+                "id": "chatcmpl-ok",
+                "object": "chat.completion",
+                "created": 0,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": f"{model} answered"},
+                    }
+                ],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    return app

@@ -11,6 +11,7 @@ from typing import Any
 from turnout.accounting.auth import Authenticator
 from turnout.accounting.service import Accounting
 from turnout.config.schema import Config
+from turnout.config.secrets import SecretRedactor, secrets_in
 from turnout.execute import Executor
 from turnout.health import HealthEngine
 from turnout.health.state import make_store
@@ -28,6 +29,9 @@ class Gateway:
         self.providers: dict[str, Provider] = {
             name: make_provider(name, provider) for name, provider in config.providers.items()
         }
+        self.redactor = SecretRedactor.of(secrets_in(config))  # every secret, gathered once
+        for provider in self.providers.values():
+            provider.redactor = self.redactor
         self.planner = Planner(config, self.providers)
         store = make_store(config.state.backend, config.state.url, config.state.prefix)
         self.health = HealthEngine(config.health, store)

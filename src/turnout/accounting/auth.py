@@ -1,6 +1,10 @@
 """Who is calling: a gateway key (Authorization: Bearer, or x-api-key as Anthropic clients
 send it) or a JWT mapped to a key by a claim. Failures are 401s in the client's dialect.
 
+An address whose credentials keep failing (10 in a minute) is refused with a 429 until the
+oldest of those failures is a minute old, whatever it sends meanwhile: a good key is refused
+too, or a right guess would stand out as the one answer that is not a 429.
+
 Keys live in the store (hashed); this process keeps them in memory, refreshed every few
 seconds so a key revoked by `turnout keys revoke` stops working everywhere within moments.
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +23,7 @@ from typing import Any
 import jwt
 
 from turnout.accounting.keys import hash_key
+from turnout.accounting.limits import FailureLimiter
 from turnout.accounting.records import KeyRecord
 from turnout.config.schema import Config, JWTConfig, is_loopback
 
@@ -27,12 +33,22 @@ _REFRESH = 2.0  # seconds between reloads of the key table
 _MISS_TTL = 2.0  # an unknown key is not looked up in the store again for this long
 
 
+_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+
+
 class AuthError(Exception):
-    def __init__(self, status: int, message: str, code: str) -> None:
+    def __init__(
+        self, status: int, message: str, code: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
+        self.headers = headers or {}
+
+    @property
+    def error_type(self) -> str:
+        return _ERROR_TYPES.get(self.status, "authentication_error")
 
 
 @dataclass(slots=True, frozen=True)
@@ -59,6 +75,12 @@ def credential(headers: Any) -> str | None:
     return headers.get("x-api-key") or None
 
 
+def _well_formed(token: str) -> bool:
+    """Keys and tokens are printable ASCII; anything else (raw bytes arrive from aiohttp as
+    surrogate escapes) cannot be a key, and must not reach the hashing or JWT code."""
+    return token.isascii() and token.isprintable()
+
+
 def _looks_like_jwt(token: str) -> bool:
     return token.count(".") == 2 and token.startswith("eyJ")
 
@@ -71,6 +93,7 @@ class Authenticator:
         self.required = required if required is not None else not is_loopback(config.server.host)
         self._by_hash: dict[str, KeyRecord] = {}
         self._misses: dict[str, float] = {}
+        self.failures = FailureLimiter()
         self._refresh: asyncio.Task[None] | None = None
         self._jwks: jwt.PyJWKSet | None = None
         if self.jwt and self.jwt.jwks_file:
@@ -122,7 +145,11 @@ class Authenticator:
             self._misses["name:" + name] = now
         return record
 
-    async def identify(self, headers: Any) -> Identity:
+    async def identify(self, headers: Any, address: str | None = None) -> Identity:
+        """The caller of a request with these headers, from this client address (None: not
+        known, so not limited)."""
+        if address is not None:
+            self._refuse_if_blocked(address)
         token = credential(headers)
         if token is None:
             if self.required:
@@ -130,6 +157,30 @@ class Authenticator:
                     401, "Missing API key: send Authorization: Bearer <key>.", "missing_api_key"
                 )
             return ANONYMOUS
+        try:
+            return await self._identify(token)
+        except AuthError:
+            if address is not None:
+                self.failures.failed(address, time.monotonic())
+            raise
+
+    def _refuse_if_blocked(self, address: str) -> None:
+        wait = self.failures.blocked_for(address, time.monotonic())
+        if wait is None:
+            return
+        seconds = max(1, math.ceil(wait))
+        raise AuthError(
+            429,
+            f"Too many failed authentications from this address; retry in {seconds}s.",
+            "too_many_failed_authentications",
+            headers={"retry-after": str(seconds)},
+        )
+
+    async def _identify(self, token: str) -> Identity:
+        if not _well_formed(token):
+            if not self.required:
+                return ANONYMOUS  # auth is off: a key that means nothing, as any unknown one
+            raise AuthError(401, "Invalid API key: keys are printable ASCII.", "invalid_api_key")
         if self.jwt is not None and _looks_like_jwt(token):
             return await self._from_jwt(token)
         record = await self._lookup(hash_key(token))

@@ -1,8 +1,9 @@
-"""Per-key requests- and tokens-per-minute limits, over a sliding minute."""
+"""Per-key requests- and tokens-per-minute limits, over a sliding minute; failed
+authentications per client address."""
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 
 from turnout.accounting.records import KeyRecord
 
@@ -35,3 +36,45 @@ class KeyLimiter:
     def spent_tokens(self, key: KeyRecord, now: float, tokens: int) -> None:
         if key.tpm is not None and tokens:
             self._tokens.setdefault(key.id, deque()).append((now, tokens))
+
+
+class FailureLimiter:
+    """Failed authentications per client address over a sliding window, so that an address
+    guessing keys is refused for a while (429) instead of being answered as fast as it asks.
+
+    Memory is bounded: at most `max_failures` times per address, and the `max_addresses`
+    most recently failing addresses (the least recent is forgotten first)."""
+
+    def __init__(
+        self, max_failures: int = 10, window: float = 60.0, max_addresses: int = 10_000
+    ) -> None:
+        self.max_failures = max_failures
+        self.window = window
+        self.max_addresses = max_addresses
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+    def blocked_for(self, address: str, now: float) -> float | None:
+        """Seconds until this address may try again; None if it may now."""
+        times = self._failures.get(address)
+        if times is None:
+            return None
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[address]
+            return None
+        if len(times) < self.max_failures:
+            return None
+        return times[0] + self.window - now
+
+    def failed(self, address: str, now: float) -> None:
+        times = self._failures.pop(address, None)
+        if times is None:
+            times = deque(maxlen=self.max_failures)
+        times.append(now)
+        self._failures[address] = times  # now the most recent
+        if len(self._failures) > self.max_addresses:
+            self._failures.popitem(last=False)

@@ -5,6 +5,36 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# Bounds on the client-controlled text a row keeps (a model name or session id can be
+# megabytes): enough to recognise it, never enough to bloat the ledger or the queue.
+NAME_LIMIT = 256  # route, model, provider, session, key id, attempt model
+ERROR_LIMIT = 300  # error text, attempt reasons
+_CUT = "…[+{} chars]"
+
+
+def safe_text(value: str, limit: int) -> str:
+    """`value` as text every database takes: valid UTF-8 (undecodable bytes and lone
+    surrogates become U+FFFD), no NULs (PostgreSQL refuses them), at most `limit`
+    characters (a longer value is cut, with a marker saying how much was cut)."""
+    if not value.isascii():
+        # aiohttp decodes header bytes with surrogateescape: get the bytes back, then decode
+        # them leniently; any other lone surrogate is replaced
+        try:
+            raw = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raw = value.encode("utf-8", "replace")
+        value = raw.decode("utf-8", "replace")
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    if len(value) > limit:
+        marker = _CUT.format(len(value) - limit)
+        value = value[: limit - len(marker)] + marker
+    return value
+
+
+def _safe_optional(value: str | None, limit: int) -> str | None:
+    return None if value is None else safe_text(str(value), limit)
+
 
 @dataclass(slots=True)
 class LedgerRow:
@@ -16,7 +46,7 @@ class LedgerRow:
     dialect: str  # openai | anthropic
     stream: bool
     status: int  # the HTTP status the client got (200 even if a stream later failed)
-    outcome: str  # ok | error | client_closed | stream_failed | stale
+    outcome: str  # ok | error | client_closed | stream_failed | stale | shutdown
     model: str | None = None  # the model that answered
     provider: str | None = None  # its provider
     attempts: list[dict[str, Any]] = field(default_factory=list)  # [{model, reason}] before it
@@ -36,6 +66,25 @@ class LedgerRow:
     @property
     def saved_usd(self) -> float:
         return self.baseline_cost_usd - self.cost_usd
+
+    def bound_text(self) -> None:
+        """Make every text field safe to store and bounded (see safe_text): client input
+        reaches route, session and error, and upstream input the attempts' reasons."""
+        self.route = safe_text(str(self.route), NAME_LIMIT)
+        self.session = _safe_optional(self.session, NAME_LIMIT)
+        self.error = _safe_optional(self.error, ERROR_LIMIT)
+        self.model = _safe_optional(self.model, NAME_LIMIT)
+        self.provider = _safe_optional(self.provider, NAME_LIMIT)
+        self.key_id = _safe_optional(self.key_id, NAME_LIMIT)
+        self.dialect = safe_text(str(self.dialect), NAME_LIMIT)
+        self.outcome = safe_text(str(self.outcome), NAME_LIMIT)
+        self.attempts = [
+            {
+                str(name): safe_text(str(value), ERROR_LIMIT) if isinstance(value, str) else value
+                for name, value in attempt.items()
+            }
+            for attempt in self.attempts
+        ]
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ from turnout.accounting.limits import KeyLimiter
 from turnout.accounting.records import LedgerRow
 from turnout.accounting.store import make_store
 from turnout.config.schema import Config, Price
+from turnout.config.secrets import secrets_in
 from turnout.model import Usage
 
 log = logging.getLogger("turnout.accounting")
@@ -41,7 +42,11 @@ class Accounting:
         self.spend = SpendTracker(config)
         self.limiter = KeyLimiter()
         captured = {name: r.capture for name, r in config.routes.items() if r.capture}
-        self.capture = Capture(data_dir(config) / "captures", captured) if captured else None
+        self.capture = (
+            Capture(data_dir(config) / "captures", captured, secrets_in(config))
+            if captured
+            else None
+        )
 
     async def start(self) -> None:
         if self.store is not None:
@@ -64,7 +69,12 @@ class Accounting:
         row.cost_usd = cost_usd(price, usage)
         row.baseline_cost_usd = cost_usd(baseline, usage) if baseline else row.cost_usd
 
+    def ledger_stats(self) -> dict[str, int] | None:
+        """The ledger writer's counters (queued, written, dropped, ...); None with no ledger."""
+        return self.store.stats() if self.store is not None else None
+
     def record(self, row: LedgerRow, key: object | None = None) -> None:
+        row.bound_text()  # client text is bounded and made storable before anything keeps it
         self.spend.add(row)
         if key is not None:
             self.spend.alert_key(key, row.started_at)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ import sys
 
 from turnout.config import Config, ConfigError, load_config
 from turnout.config.defaults import default_config
+from turnout.config.secrets import Secret, SecretRedactor
 
 
 def config_from_args(path: str | None) -> Config | None:
@@ -21,7 +22,36 @@ def config_from_args(path: str | None) -> Config | None:
         return None
 
 
-def setup_logging(level: str) -> None:
+class RedactingFilter(logging.Filter):
+    """Cleans every record's final text (message, exception, stack) of configured secrets,
+    whichever logger or library wrote it. On handlers: records from child loggers skip
+    the root logger's own filters but not its handlers'."""
+
+    def __init__(self, redactor: SecretRedactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+        self._formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True  # a malformed call: the handler reports it as logging always has
+        redacted = self.redactor(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            # formatted here, once, so the handler's formatter reuses the cleaned text
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redactor(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redactor(record.stack_info)
+        return True
+
+
+def setup_logging(level: str, secrets: list[Secret] | None = None) -> None:
+    """Log to stderr at `level`; with `secrets`, no line ever shows one (or a fragment)."""
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -29,6 +59,10 @@ def setup_logging(level: str) -> None:
     )
     # aiohttp's access log costs time on every request; our own outcome records replace it
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    redactor = SecretRedactor.of(secrets or [])
+    if redactor:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(RedactingFilter(redactor))
 
 
 def configured_store(path: str | None, command: str):

@@ -10,6 +10,7 @@ import signal
 from turnout.cli.common import config_from_args, setup_logging
 from turnout.cli.workers import supervise
 from turnout.config.schema import Config
+from turnout.config.secrets import secrets_in
 from turnout.gateway import Gateway
 from turnout.server import GatewayServer, ListenError
 
@@ -25,11 +26,14 @@ def _use_uvloop() -> None:
 
 
 def serve(args: argparse.Namespace, argv: list[str]) -> int:
+    # SIGHUP's default action kills the process: ignore it from the start (workers inherit
+    # that); the serving loop below logs a warning instead
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     config = config_from_args(args.config)
     if config is None:
         return 2
     if args.workers > 1:
-        setup_logging(args.log_level or config.log_level)
+        setup_logging(args.log_level or config.log_level, secrets_in(config))
         port = args.port if args.port is not None else config.server.port
         if port == 0:
             log.error("--workers needs a fixed port: the workers share it")
@@ -44,7 +48,7 @@ def serve(args: argparse.Namespace, argv: list[str]) -> int:
     updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if updates:
         config = config.model_copy(update={"server": config.server.model_copy(update=updates)})
-    setup_logging(args.log_level or config.log_level)
+    setup_logging(args.log_level or config.log_level, secrets_in(config))
     _use_uvloop()
     try:
         asyncio.run(_serve(config, reuse_port=bool(args.reuse_port)))
@@ -66,9 +70,15 @@ async def _serve(config: Config, reuse_port: bool) -> None:
 
 
 async def _until_signalled() -> None:
-    """SIGTERM or SIGINT: stop taking connections, finish what is in flight, then exit."""
+    """SIGTERM or SIGINT: stop taking connections, finish what is in flight (for
+    `server.shutdown_grace`), then exit. SIGHUP: keep serving (no reload yet)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload_not_supported)
     await stop.wait()
+
+
+def _reload_not_supported() -> None:
+    log.warning("SIGHUP received: reloading the config is not supported yet; still serving")

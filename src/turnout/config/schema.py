@@ -53,6 +53,17 @@ class Strict(BaseModel):
 class ServerConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    # slow clients, as nginx's client_header_timeout / client_body_timeout: a request's
+    # headers must arrive whole within header_timeout (else the connection is closed), and
+    # its body may pause at most body_timeout between two reads (else a 408)
+    header_timeout: Duration = 60.0
+    body_timeout: Duration = 60.0
+    # connections one client address may hold open at once; the next one is closed at once.
+    # Behind a load balancer every client shares its address: raise it, or 0 turns it off
+    max_connections_per_client: int = Field(1024, ge=0)
+    # on SIGTERM: in-flight requests get this long to finish, then open streams end with an
+    # error event and waiting requests with a 503 (both ledgered as `shutdown`)
+    shutdown_grace: Duration = 10.0
 
 
 class Timeouts(Strict):
@@ -176,9 +187,10 @@ class GuardConfig(Strict):
 class CaptureConfig(Strict):
     """Keep prompts and answers of a route (off by default), to replay against a candidate."""
 
-    # built-in rules (email, phone, card, secret) or regular expressions; matches are
-    # replaced with [redacted] before anything is written
-    redact: list[str] = Field(default_factory=lambda: ["email", "card", "secret"])
+    # built-in rules (email, phone, card, secret, national_id; see accounting/capture.py) or
+    # regular expressions; matches are replaced with [redacted] before anything is written,
+    # and so is every secret in this config, whatever the rules
+    redact: list[str] = Field(default_factory=lambda: ["email", "card", "secret", "national_id"])
     sample: float = Field(1.0, gt=0, le=1)  # share of requests kept
 
 
@@ -214,12 +226,13 @@ class RouteConfig(Strict):
                     f"consistency.prefer: {', '.join(sorted(unknown))} not among the targets"
                 )
         if self.output_schema is not None:
-            from jsonschema import SchemaError, validators
+            # the same check as a client's schema: no remote references, bounded size
+            from turnout.dialects.json_schema import UnusableSchema, checked
 
             try:
-                validators.validator_for(self.output_schema).check_schema(self.output_schema)
-            except SchemaError as exc:
-                raise ValueError(f"output_schema: not a valid JSON Schema: {exc.message}") from None
+                checked(self.output_schema)
+            except UnusableSchema as exc:
+                raise ValueError(f"output_schema: {exc}") from None
         return self
 
 

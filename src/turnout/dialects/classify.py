@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Mapping
 
@@ -19,7 +20,41 @@ _CONTEXT_HINTS = (
 )
 
 
-def class_for_status(status: int) -> ErrorClass:
+# A 403 that refuses this request's content (a moderation flag or a policy guardrail) is
+# the client's to see, not a fact about the model or the key: OpenRouter documents 403 as
+# "your chosen model requires moderation and your input was flagged" (error.metadata holds
+# `reasons` and `flagged_input`), and its guardrails answer "Request blocked: prompt
+# injection patterns detected"; OpenAI-compatible hosts word it as a content policy.
+_CONTENT_REFUSAL_HINTS = (
+    "moderation",
+    # the input, not the account: "your account was flagged" is the key's problem
+    "input was flagged",
+    "flagged input",
+    "prompt was flagged",
+    "content was flagged",
+    "request was flagged",
+    "content policy",
+    "content_policy",
+    "content filter",
+    "content_filter",
+    "usage policy",
+    "usage policies",
+    "guardrail",
+    "prompt injection",
+    "request blocked",
+    "safety policy",
+)
+
+
+def class_for_status(status: int, *texts: str | None) -> ErrorClass:
+    """The class of an HTTP error status; `texts` (message, code, type) refine a 403.
+
+    401 and 403 both become AUTH, but the health engine scopes them differently: a 401 is
+    the key (the whole provider is misconfigured), a 403 or 404 is this model only (no
+    access to it, or no such model), since one request's 403 must never take a provider
+    out. A 403 about the request's content is the client's (CLIENT_ERROR)."""
+    if status == 403 and refuses_content(*texts):
+        return ErrorClass.CLIENT_ERROR
     if status in (401, 403, 404):
         # the key, or the model name in our own config, was rejected: misconfigured
         return ErrorClass.AUTH
@@ -36,6 +71,18 @@ def class_for_status(status: int) -> ErrorClass:
     return ErrorClass.CLIENT_ERROR
 
 
+def refuses_content(*texts: str | None) -> bool:
+    """Whether an error's words say the request's content was refused (see above)."""
+    return any(hint in text.lower() for text in texts if text for hint in _CONTENT_REFUSAL_HINTS)
+
+
+def flagged_by_moderation(metadata: object) -> bool:
+    """OpenRouter's moderation error: `metadata: {reasons: [...], flagged_input: "..."}`."""
+    return isinstance(metadata, Mapping) and bool(
+        metadata.get("reasons") or metadata.get("flagged_input")
+    )
+
+
 def mentions_context_length(*texts: str | None) -> bool:
     return any(hint in text.lower() for text in texts if text for hint in _CONTEXT_HINTS)
 
@@ -48,19 +95,27 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
+def _finite(value: str) -> float:
+    # "inf", "1e400" or 400 nines parse as infinity: no upstream may ask to wait forever
+    seconds = float(value)
+    if not math.isfinite(seconds):
+        raise ValueError(value)
+    return seconds
+
+
 def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
     millis = _header(headers, "retry-after-ms")
     if millis:
         try:
-            return max(0.0, float(millis) / 1000)
+            return max(0.0, _finite(millis) / 1000)
         except ValueError:
             pass
     value = _header(headers, "retry-after")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        return max(0.0, _finite(value))
     except ValueError:
         pass
     try:

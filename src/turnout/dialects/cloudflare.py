@@ -31,8 +31,14 @@ from typing import Any
 
 import orjson
 
-from turnout.dialects.classify import class_for_status, mentions_context_length, retry_after
+from turnout.dialects.classify import (
+    class_for_status,
+    mentions_context_length,
+    refuses_content,
+    retry_after,
+)
 from turnout.dialects.sse import SSEEvent
+from turnout.dialects.untrusted import count, json_text, mapping
 from turnout.model import (
     Delta,
     ErrorClass,
@@ -171,9 +177,9 @@ def _usage(raw: Any) -> Usage | None:
     details = raw.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, Mapping) else 0
     return Usage(
-        prompt_tokens=int(raw.get("prompt_tokens") or 0),
-        completion_tokens=int(raw.get("completion_tokens") or 0),
-        cached_tokens=int(cached or 0),
+        prompt_tokens=count(raw.get("prompt_tokens")),
+        completion_tokens=count(raw.get("completion_tokens")),
+        cached_tokens=count(cached),
     )
 
 
@@ -193,11 +199,11 @@ def _calls(raw: Any, start: int = 0) -> list[ToolCallDelta]:
         function = item.get("function") if isinstance(item.get("function"), Mapping) else item
         arguments = function.get("arguments")
         if not isinstance(arguments, str):
-            arguments = orjson.dumps(arguments).decode() if arguments is not None else ""
+            arguments = json_text(arguments) if arguments is not None else ""
         index = item.get("index")
         calls.append(
             ToolCallDelta(
-                index=index if isinstance(index, int) else start + i,
+                index=count(index) if isinstance(index, int) else start + i,
                 id=str(item["id"]) if item.get("id") else None,
                 name=str(function["name"]) if function.get("name") else None,
                 arguments=arguments,
@@ -226,6 +232,8 @@ def _class(code: int | None, message: str, status: int | None) -> ErrorClass:
     text = message.lower()
     if code in _CODES:
         return _CODES[code]
+    if status == 403 and refuses_content(message):
+        return ErrorClass.CLIENT_ERROR  # this request's content was refused, not the token
     if "daily free allocation" in text:
         return ErrorClass.QUOTA
     if "authentication" in text:
@@ -235,7 +243,7 @@ def _class(code: int | None, message: str, status: int | None) -> ErrorClass:
     if mentions_context_length(message):
         return ErrorClass.CONTEXT_LENGTH
     if status and status >= 400:
-        return class_for_status(status)
+        return class_for_status(status, message)
     return ErrorClass.SERVER_ERROR
 
 
@@ -287,10 +295,10 @@ def decode_response(body: bytes) -> Response:
     if not isinstance(result, dict):
         raise UpstreamError(ErrorClass.INVALID_OUTPUT, "upstream answer has no result", status=200)
     choice = _choice(result)
-    message = (choice.get("message") or {}) if choice is not None else result
+    message = mapping(choice.get("message")) if choice is not None else result
     answer = message.get("content") if choice is not None else result.get("response")
     if answer is not None and not isinstance(answer, str):
-        answer = orjson.dumps(answer).decode()  # JSON mode hands back the object itself
+        answer = json_text(answer)  # JSON mode hands back the object itself
     calls = [
         ToolCall(call.id or new_call_id(), call.name or "", call.arguments or "{}")
         for call in _calls(message.get("tool_calls"))
@@ -339,7 +347,7 @@ class CloudflareStreamDecoder:
         choice = _choice(chunk)
         delta = Delta(usage=_usage(chunk.get("usage")))
         if choice is not None:
-            raw = choice.get("delta") or {}
+            raw = mapping(choice.get("delta"))
             text, calls = raw.get("content"), raw.get("tool_calls")
             reasoning = raw.get("reasoning_content") or raw.get("reasoning")
             delta.reasoning = reasoning if isinstance(reasoning, str) and reasoning else None

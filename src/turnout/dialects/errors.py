@@ -25,4 +25,22 @@ def json_object(raw: bytes, not_json: str, not_object: str) -> dict[str, Any]:
         raise InvalidRequest(f"{not_json}: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest(not_object)
+    if _deeper_than(body, MAX_BODY_DEPTH):
+        # orjson reads 1024 levels but writes only 255: a deeper field could not be sent on
+        raise InvalidRequest(f"the request body nests deeper than {MAX_BODY_DEPTH} levels")
     return body
+
+
+MAX_BODY_DEPTH = 128  # far beyond any real request; client schemas have their own, lower, bound
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether containers nest deeper than `limit`, walked without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False

@@ -29,7 +29,8 @@ class SSEParser:
             newline = self._buffer.find(b"\n")
             if newline < 0:
                 return events
-            line = self._buffer[:newline].rstrip(b"\r").decode("utf-8")
+            # as the SSE standard decodes: invalid UTF-8 from an upstream becomes U+FFFD
+            line = self._buffer[:newline].rstrip(b"\r").decode("utf-8", "replace")
             self._buffer = self._buffer[newline + 1 :]
             event = self._line(line)
             if event is not None:

@@ -33,7 +33,7 @@ from turnout.providers.base import Call
 from turnout.routing import Plan, Target
 
 T = TypeVar("T")
-Once = Callable[[Target, list[Attempt], int], Awaitable["T | UpstreamError"]]
+Once = Callable[[Target, "Progress"], Awaitable["T | UpstreamError"]]
 _QUEUE_POLL = 0.25  # seconds between looks at a queued route's targets, at the most
 
 
@@ -44,6 +44,9 @@ class Progress:
     attempts: list[Attempt] = field(default_factory=list)
     errors: list[UpstreamError] = field(default_factory=list)
     tries: int = 0
+    # invalid answers, told to health only once some model answered this request validly:
+    # a schema no model can satisfy is the client's doing, and must not open breakers
+    held: list[Outcome] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -92,7 +95,7 @@ class Executor:
     async def complete(
         self, plan: Plan, request: Request, skipped: list[Attempt] | None = None
     ) -> Completion:
-        async def once(target: Target, attempts: list[Attempt], tries: int):
+        async def once(target: Target, progress: Progress):
             call = Call(target.upstream_model, target.timeouts)
             started, t0 = time.time(), time.perf_counter()
             try:
@@ -109,9 +112,12 @@ class Executor:
                     self._outcome(plan, target, started, elapsed, None, None, response.usage, call)
                     if plan.stale_max_age is not None:
                         self.stale.put(plan.route, request, response, target.name)
-                    return Completion(response, target, attempts, tries, validated=guarded)
+                    return Completion(
+                        response, target, progress.attempts, progress.tries, validated=guarded
+                    )
                 error = invalid
-            self._outcome(plan, target, started, time.perf_counter() - t0, error, call=call)
+            elapsed = time.perf_counter() - t0
+            self._outcome(plan, target, started, elapsed, error, call=call, held=progress.held)
             return error
 
         guarded = guard.applies(request, plan.output_schema)
@@ -125,8 +131,8 @@ class Executor:
     async def stream(
         self, plan: Plan, request: Request, skipped: list[Attempt] | None = None
     ) -> Stream:
-        async def once(target: Target, attempts: list[Attempt], tries: int):
-            return await self._open(plan, target, request, attempts, tries)
+        async def once(target: Target, progress: Progress):
+            return await self._open(plan, target, request, progress)
 
         try:
             return await self._serve(plan, request, once, skipped)
@@ -197,8 +203,10 @@ class Executor:
                 continue
             for attempt in range(max(plan.retry.attempts, 1 + plan.guard_retries)):
                 progress.tries += 1
-                result = await once(target, attempts, progress.tries)
+                result = await once(target, progress)
                 if not isinstance(result, UpstreamError):
+                    for outcome in progress.held:  # another answer was valid: these count
+                        self.health.record(outcome)
                     return result
                 error = result
                 if error.error_class is ErrorClass.CLIENT_ERROR:
@@ -215,13 +223,16 @@ class Executor:
             plan, attempts, errors, self._retry_after(plan, errors), progress.tries
         )
 
-    def _retry_after(self, plan: Plan, errors: list[UpstreamError]) -> float | None:
-        """When the first target is expected back: health's view, or what upstreams said."""
+    def _retry_after(self, plan: Plan, errors: list[UpstreamError]) -> float:
+        """When the first target is expected back: health's view, or what upstreams said.
+        Before health knows anything (the first failures of a dead route, no breaker open
+        yet), the cooldown health itself gives a 429 that does not say when to come back:
+        a client is always told when to retry, never left to hammer or give up."""
         now = time.time()
         back = [self.health.available_at(t.name, now) - now for t in plan.targets]
         back += [e.retry_after for e in errors if e.retry_after is not None]
         known = [b for b in back if b > 0]
-        return min(known) if known else None
+        return min(known) if known else self.health.config.rate_limit_cooldown
 
     def _skip_reason(
         self, target: Target, request: Request, too_long_for: int | None
@@ -241,7 +252,7 @@ class Executor:
     # --- one streaming attempt --------------------------------------------------------------
 
     async def _open(
-        self, plan: Plan, target: Target, request: Request, attempts: list[Attempt], tries: int
+        self, plan: Plan, target: Target, request: Request, progress: Progress
     ) -> Stream | UpstreamError:
         """Start a stream and wait for its first content token within the TTFT timeout."""
         call = Call(target.upstream_model, target.timeouts)
@@ -289,10 +300,19 @@ class Executor:
 
             keep = plan.stale_max_age is not None
             return Stream(
-                target, attempts, tries, buffered, source, finish, deadline, keep, self.deadlines
+                target,
+                progress.attempts,
+                progress.tries,
+                buffered,
+                source,
+                finish,
+                deadline,
+                keep,
+                self.deadlines,
             )
         await close_quietly(source)
-        self._outcome(plan, target, started, time.perf_counter() - t0, error, call=call)
+        elapsed = time.perf_counter() - t0
+        self._outcome(plan, target, started, elapsed, error, call=call, held=progress.held)
         return error
 
     # --- probes -------------------------------------------------------------------------------
@@ -330,22 +350,29 @@ class Executor:
         usage: Usage | None = None,
         call: Call | None = None,
         probe: bool = False,
+        held: list[Outcome] | None = None,
     ) -> None:
-        self.health.record(
-            Outcome(
-                route=plan.route,
-                model=target.name,
-                provider=target.provider.name,
-                ok=error is None,
-                error_class=error.error_class if error else None,
-                status=error.status if error else (call.status if call else None),
-                message=error.message if error else None,
-                started=started,
-                ttft=ttft,
-                latency=elapsed,
-                usage=usage,
-                headers=call.headers if call else None,
-                retry_after=error.retry_after if error else None,
-                probe=probe,
-            )
+        outcome = Outcome(
+            route=plan.route,
+            model=target.name,
+            provider=target.provider.name,
+            ok=error is None,
+            error_class=error.error_class if error else None,
+            status=error.status if error else (call.status if call else None),
+            message=error.message if error else None,
+            started=started,
+            ttft=ttft,
+            latency=elapsed,
+            usage=usage,
+            headers=call.headers if call else None,
+            retry_after=error.retry_after if error else None,
+            probe=probe,
         )
+        if (
+            held is not None
+            and error is not None
+            and error.error_class is ErrorClass.INVALID_OUTPUT
+        ):
+            held.append(outcome)
+            return
+        self.health.record(outcome)

@@ -6,14 +6,13 @@ One repair is made rather than failed: a JSON answer wrapped in a Markdown code 
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Any
 
 import orjson
-from jsonschema import validators
 from jsonschema.exceptions import best_match
 
+from turnout.dialects import json_schema
 from turnout.model import ErrorClass, Request, Response, UpstreamError
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n?```\s*$", re.DOTALL)
@@ -21,13 +20,6 @@ _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n?```\s*$", re.DOTALL)
 
 def applies(request: Request, route_schema: dict[str, Any] | None) -> bool:
     return route_schema is not None or request.wants_json
-
-
-@functools.lru_cache(maxsize=256)
-def _validator(schema_json: bytes) -> Any:
-    schema = orjson.loads(schema_json)
-    cls = validators.validator_for(schema)
-    return cls(schema)
 
 
 def check(
@@ -47,6 +39,8 @@ def check(
             fenced = None
         if not fenced:
             cut = " (cut off at max_tokens)" if response.finish_reason == "length" else ""
+            if cut and request.max_tokens is not None:
+                return _cut_by_client(request.max_tokens)
             return UpstreamError(
                 ErrorClass.INVALID_OUTPUT,
                 f"the answer is not valid JSON{cut}: {text[:80]!r}",
@@ -57,9 +51,18 @@ def check(
     schema = route_schema or request.json_schema
     if schema is None:
         return None
-    error = best_match(
-        _validator(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)).iter_errors(value)
-    )
+    # the schema was checked when the request (or the config) was decoded; this is the same
+    # cached validator, which resolves nothing outside the schema and so never does I/O
+    validator = json_schema.checked(schema)
+    try:
+        error = best_match(validator.iter_errors(value))
+    except RecursionError:  # an answer nested deeper than the stack can check
+        return UpstreamError(
+            ErrorClass.INVALID_OUTPUT,
+            "the answer is nested too deeply to check against the schema",
+            status=200,
+            detail="schema",
+        )
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path) or "(root)"
@@ -68,4 +71,19 @@ def check(
         f"the answer does not match the schema at {where}: {error.message[:200]}",
         status=200,
         detail="schema",
+    )
+
+
+def _cut_by_client(max_tokens: int) -> UpstreamError:
+    """JSON cut off at the client's own max_tokens is the client's to fix: a 400 passed back
+    as it is, not a failure of the model (which would count against its health, so that a
+    client could take healthy models out of service with tiny max_tokens)."""
+    return UpstreamError(
+        ErrorClass.CLIENT_ERROR,
+        f"the JSON answer was cut off at max_tokens ({max_tokens}) before it was complete:"
+        " raise max_tokens",
+        status=400,
+        error_type="invalid_request_error",
+        param="max_tokens",
+        detail="json",
     )

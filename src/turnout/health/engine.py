@@ -6,8 +6,10 @@ Error classes drive different reactions:
 - rate_limited: not a failure; the model cools down until max(Retry-After, the reset of the
   exhausted rate-limit window, `rate_limit_cooldown`), then returns by itself;
 - quota: a long cooldown (`quota_cooldown`), an error-level log line and a flag;
-- auth: the provider is misconfigured until a probe (or a config reload) succeeds;
-- client_error, context_length: say nothing about the model's health.
+- auth: misconfigured until a probe (or a config reload) succeeds: the whole provider for a
+  rejected key, this model only for a 403 or 404 (no access to this model, no such model);
+- client_error (a 403 refusing the request's content included), context_length: say
+  nothing about the model's health; a client's error is not even its last error.
 
 Changes that other gateway processes must know of are published through the state store.
 """
@@ -39,6 +41,14 @@ FAILURES = frozenset(
         ErrorClass.INVALID_OUTPUT,
     }
 )
+
+
+def model_scoped(status: int | None) -> bool:
+    """Whether an auth failure is this model's alone. A rejected key (401, or Gemini's 400
+    API_KEY_INVALID) is the whole provider's; a 404 is a model name the upstream does not
+    know, and a 403 is refused access to this model (or is unexplained): one 403 must never
+    take every model of a provider out, so it stays with the model that answered it."""
+    return status in (403, 404)
 
 
 class ModelHealth:
@@ -236,6 +246,11 @@ class HealthEngine:
 
     def _on_failure(self, health: ModelHealth, outcome: Outcome, now: float) -> None:
         error_class = outcome.error_class
+        if error_class is ErrorClass.CLIENT_ERROR:
+            # the client's request was refused (and its words may quote the client's input):
+            # nothing about this model, so nothing is kept
+            health.breaker.release_probe()
+            return
         health.last_error = {
             "class": error_class.value if error_class else None,
             "status": outcome.status,
@@ -267,9 +282,10 @@ class HealthEngine:
             wait = max(outcome.retry_after or 0.0, self.config.quota_cooldown)
             self._cool_down(health, now, wait, "quota")
         elif error_class is ErrorClass.AUTH:
-            # a rejected key is the whole provider's; an unknown model name is this model's
             scope = (
-                f"model:{health.name}" if outcome.status == 404 else f"provider:{health.provider}"
+                f"model:{health.name}"
+                if model_scoped(outcome.status)
+                else f"provider:{health.provider}"
             )
             reason = f"HTTP {outcome.status} from model {health.name}: {outcome.message}"
             self.mark_misconfigured(scope, reason, now)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 from turnout.config.schema import ProviderConfig, Timeouts
-from turnout.config.secrets import Secret
+from turnout.config.secrets import Secret, SecretRedactor
 from turnout.model import Delta, Request, Response
 
 
@@ -27,6 +27,9 @@ class Provider(ABC):
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
         self.config = config
+        # removes secrets from what this provider's errors say; the gateway replaces it with
+        # one that knows every secret in the config (a key may leak through another's error)
+        self.redactor = SecretRedactor.of(self.secrets)
 
     @property
     def secrets(self) -> list[Secret]:

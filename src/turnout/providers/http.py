@@ -11,7 +11,6 @@ import aiohttp
 import orjson
 
 from turnout.config.schema import ProviderConfig
-from turnout.config.secrets import redact
 from turnout.dialects.base import UpstreamDialect
 from turnout.dialects.openai.upstream import UPSTREAM as OPENAI
 from turnout.dialects.sse import SSEParser
@@ -72,7 +71,16 @@ class HTTPProvider(Provider):
             await self._session.close()
 
     def _redacted(self, error: UpstreamError) -> UpstreamError:
-        error.message = redact(error.message, self.secrets)
+        """The error with every string a client, a log or a health page could see cleaned of
+        secrets: upstreams echo keys in any field, and connection errors carry URLs (which
+        hold the key where a provider takes it as a query parameter)."""
+        redact = self.redactor
+        if redact:
+            error.message = redact(error.message)
+            error.code = redact.optional(error.code)
+            error.param = redact.optional(error.param)
+            error.error_type = redact.optional(error.error_type)
+            error.args = (error.message,)  # str(error) and tracebacks print args
         return error
 
     async def _post(self, request: Request, call: Call, stream: bool) -> aiohttp.ClientResponse:
@@ -85,11 +93,13 @@ class HTTPProvider(Provider):
                 url, data=body, headers=self._headers, timeout=timeout
             )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamError(
-                ErrorClass.TIMEOUT, f"connect timed out: {exc}", detail="connect"
+            raise self._redacted(
+                UpstreamError(ErrorClass.TIMEOUT, f"connect timed out: {exc}", detail="connect")
             ) from None
         except aiohttp.ClientError as exc:
-            raise UpstreamError(ErrorClass.CONNECTION, f"{type(exc).__name__}: {exc}") from None
+            raise self._redacted(
+                UpstreamError(ErrorClass.CONNECTION, f"{type(exc).__name__}: {exc}")
+            ) from None
         call.status = response.status
         call.headers = response.headers  # read-only view: rate-limit headers are read later
         if response.status >= 400:
@@ -108,7 +118,9 @@ class HTTPProvider(Provider):
         try:
             raw = await response.read()
         except aiohttp.ClientError as exc:
-            raise UpstreamError(ErrorClass.CONNECTION, f"{type(exc).__name__}: {exc}") from None
+            raise self._redacted(
+                UpstreamError(ErrorClass.CONNECTION, f"{type(exc).__name__}: {exc}")
+            ) from None
         finally:
             response.release()
         try:
@@ -140,8 +152,10 @@ class HTTPProvider(Provider):
         except UpstreamError as exc:
             raise self._redacted(exc) from None
         except (aiohttp.ClientError, ConnectionError) as exc:
-            raise UpstreamError(
-                ErrorClass.STREAM_BROKEN, f"stream broke: {type(exc).__name__}: {exc}"
+            raise self._redacted(
+                UpstreamError(
+                    ErrorClass.STREAM_BROKEN, f"stream broke: {type(exc).__name__}: {exc}"
+                )
             ) from None
         finally:
             if decoder.finished:

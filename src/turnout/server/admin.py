@@ -38,15 +38,18 @@ class AdminEndpoints:
     async def _caller(self, http: web.Request, admin: bool) -> Identity | web.Response:
         auth = self.gateway.auth
         try:
-            identity = await auth.identify(http.headers)
+            identity = await auth.identify(http.headers, http.remote)
         except AuthError as exc:
-            return error(exc.status, exc.message, "authentication_error", exc.code)
+            refused = error(exc.status, exc.message, exc.error_type, exc.code)
+            refused.headers.update(exc.headers)  # Retry-After of a blocked address
+            return refused
         if admin and auth.required and not identity.admin:
             return error(403, "This endpoint needs an admin key.", "permission_error")
         return identity
 
     async def health(self, _: web.Request) -> web.Response:
-        return json_response(self.worker)
+        # the ledger writer's counters: a row that could not be written is never silent
+        return json_response({**self.worker, "ledger": self.gateway.accounting.ledger_stats()})
 
     async def health_providers(self, http: web.Request) -> web.Response:
         caller = await self._caller(http, admin=True)

@@ -21,24 +21,23 @@ from turnout.dialects.openai.ingress import INGRESS as OPENAI
 from turnout.gateway import Gateway
 from turnout.server.admin import AdminEndpoints
 from turnout.server.chat import ChatHandler
+from turnout.server.connections import ConnectionGuard, GuardedServer
+from turnout.server.drain import CLIENT_CLOSED, InFlight
+from turnout.server.errors import error_response
 
 log = logging.getLogger("turnout.server")
 
 MAX_BODY = 32 * 1024 * 1024  # chat requests with images or long documents are large
-SHUTDOWN_TIMEOUT = 10.0  # seconds in-flight requests get to finish on shutdown
-
-
-def _error(
-    status: int, message: str, error_type: str | None = None, path: str = ""
-) -> web.Response:
-    dialect = ANTHROPIC if path.startswith("/v1/messages") else OPENAI
-    body = dialect.encode_error(status, message, error_type=error_type)
-    return web.Response(status=status, body=body, content_type="application/json")
+# seconds aiohttp gives each connection on close(), after the drain (GatewayServer._drain)
+# has let requests finish for `server.shutdown_grace` and ended the rest: they are idle by then
+SHUTDOWN_TIMEOUT = 2.0
+_CUT_WAIT = 3.0  # seconds requests ended at the end of the grace get to send their error
 
 
 class Dispatcher:
     """Each request to its handler by exact path and method. Every error the client sees
-    is in its API's shape (404, 405, 413, 500 included); the process keeps serving."""
+    is in its API's shape (404, 405, 408, 413, 415, 500 included); the process keeps serving.
+    A client that hangs up is normal: one DEBUG line, no traceback."""
 
     def __init__(self) -> None:
         self._routes: dict[str, dict[str, Handler]] = {}
@@ -57,7 +56,7 @@ class Dispatcher:
             handler = methods.get(request.method)
             if handler is None:
                 raise web.HTTPMethodNotAllowed(request.method, methods)
-            return await handler(request)  # type: ignore[arg-type]
+            return _closing_if_body_unread(await handler(request))  # type: ignore[arg-type]
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -66,21 +65,46 @@ class Dispatcher:
                 405: f"method {request.method} is not allowed on {request.path}",
                 413: f"request body larger than {MAX_BODY} bytes",
             }.get(exc.status, exc.reason)
-            response = _error(exc.status, message, path=request.path)
+            response = error_response(exc.status, message, path=request.path)
             if allow := exc.headers.get("Allow"):
                 response.headers["Allow"] = allow
-            return response
-        except ConnectionResetError:
-            raise  # the client went away: nobody to answer
+            return _closing_if_body_unread(response)
+        except ConnectionError as exc:
+            if not _client_gone(request):
+                log.exception("unexpected error on %s %s", request.method, request.path)
+                return error_response(
+                    500, "internal gateway error", path=request.path, error_type="api_error"
+                )
+            # the client went away (mid-body, mid-answer): normal, and nobody to answer; what
+            # is returned is never sent (aiohttp notices the closed transport quietly)
+            log.debug(
+                "client %s left during %s %s: %s", request.remote, request.method, request.path, exc
+            )
+            return web.Response(status=CLIENT_CLOSED)
         except Exception:
             log.exception("unexpected error on %s %s", request.method, request.path)
-            return _error(500, "internal gateway error", error_type="api_error", path=request.path)
+            return error_response(
+                500, "internal gateway error", path=request.path, error_type="api_error"
+            )
 
 
-def make_dispatcher(gateway: Gateway) -> Dispatcher:
+def _client_gone(request: web.BaseRequest) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _closing_if_body_unread(response: web.StreamResponse) -> web.StreamResponse:
+    """A body refused part-read (too slow, too large) leaves the connection mid-request: it
+    is closed after the answer, and the answer says so."""
+    if response.status in (408, 413):
+        response.force_close()
+    return response
+
+
+def make_dispatcher(gateway: Gateway, inflight: InFlight) -> Dispatcher:
     dispatcher = Dispatcher()
-    dispatcher.add("POST", "/v1/chat/completions", ChatHandler(gateway, OPENAI))
-    dispatcher.add("POST", "/v1/messages", ChatHandler(gateway, ANTHROPIC))
+    dispatcher.add("POST", "/v1/chat/completions", ChatHandler(gateway, OPENAI, inflight))
+    dispatcher.add("POST", "/v1/messages", ChatHandler(gateway, ANTHROPIC, inflight))
     for path, handler in AdminEndpoints(gateway).routes():
         dispatcher.add("GET", path, handler)
     return dispatcher
@@ -103,7 +127,8 @@ class ListenError(Exception):
 
 class GatewayServer:
     """The gateway serving on host:port, from start() (or `async with`) until close().
-    close() lets in-flight requests finish, then drains the ledger."""
+    close() stops taking connections, lets in-flight requests finish for the configured
+    grace, ends those still running in their client's dialect, then drains the ledger."""
 
     def __init__(self, gateway: Gateway, host: str, port: int, *, reuse_port: bool = False) -> None:
         self.gateway = gateway
@@ -111,6 +136,7 @@ class GatewayServer:
         self.requested_port = port
         self.reuse_port = reuse_port
         self._runner: web.ServerRunner | None = None
+        self.inflight = InFlight()  # the chat requests being served, for a graceful close
 
     @property
     def port(self) -> int:
@@ -127,10 +153,13 @@ class GatewayServer:
             raise
 
     async def _listen(self) -> None:
-        server = web.Server(
-            make_dispatcher(self.gateway),
+        limits = self.gateway.config.server
+        server = GuardedServer(
+            make_dispatcher(self.gateway, self.inflight),
+            guard=ConnectionGuard(limits.header_timeout, limits.max_connections_per_client),
             request_factory=_request_factory(asyncio.get_running_loop()),
             access_log=None,
+            auto_decompress=False,  # server/body.py decodes, with errors in the client's shape
         )
         self._runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await self._runner.setup()
@@ -150,9 +179,27 @@ class GatewayServer:
     async def close(self) -> None:
         try:
             if self._runner is not None:
+                await self._drain()
                 await self._runner.cleanup()
         finally:
             await self.gateway.close()  # last: drains every ledger row still queued
+
+    async def _drain(self) -> None:
+        assert self._runner is not None
+        for site in list(self._runner.sites):
+            await site.stop()  # no new connections
+        if self._runner.server is not None:
+            self._runner.server.pre_shutdown()  # idle keep-alive connections close now
+        inflight = self.inflight
+        grace = self.gateway.config.server.shutdown_grace
+        if await inflight.wait_idle(grace):
+            return
+        log.warning(
+            "shutdown: %d requests still running after the %gs grace: ending them",
+            inflight.cut_all(),
+            grace,
+        )
+        await inflight.wait_idle(_CUT_WAIT)
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -5,6 +5,7 @@ happens (errors, client disconnects, shutdown)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
@@ -19,10 +20,13 @@ from turnout.dialects.errors import InvalidRequest
 from turnout.execute import AllTargetsFailed, Attempt, PassThroughError
 from turnout.execute.accumulate import Accumulator
 from turnout.execute.executor import estimate_prompt_tokens
+from turnout.execute.stream import Stream
 from turnout.gateway import Gateway
 from turnout.model import Request, Response, UpstreamError, Usage
 from turnout.routing import Plan, Target
 from turnout.routing.selector import POLICIES, NoCapableTarget
+from turnout.server.body import BodyError, read_body
+from turnout.server.drain import CLIENT_CLOSED, InFlight
 from turnout.server.headers import turnout_headers
 
 _JSON = "application/json"
@@ -30,10 +34,30 @@ _JSON = "application/json"
 # without a urandom call per request
 _PREFIX = os.urandom(8).hex()
 _COUNTER = itertools.count(1)
+_ECHO_LIMIT = 100  # characters of a client's model name quoted back in an error
+_SHUTTING_DOWN = "the gateway is shutting down; retry the request"
 
 
 def next_request_id() -> str:
     return f"{_PREFIX}{next(_COUNTER):016x}"
+
+
+def quote(name: str) -> str:
+    """A client's name as an error quotes it: the start of it only (it may be megabytes)."""
+    if len(name) <= _ECHO_LIMIT:
+        return repr(name)
+    return f"{name[:_ECHO_LIMIT]!r}… ({len(name)} characters)"
+
+
+def connected(http: web.BaseRequest) -> bool:
+    """False once the client has hung up (aiohttp drops the transport on connection loss)."""
+    transport = http.transport
+    return transport is not None and not transport.is_closing()
+
+
+def response_started(response: web.StreamResponse | None) -> bool:
+    """True when the client has been sent something already (a stream's headers)."""
+    return response is not None and response.prepared
 
 
 class Refused(Exception):
@@ -59,9 +83,10 @@ class Refused(Exception):
 
 
 class ChatHandler:
-    def __init__(self, gateway: Gateway, ingress: IngressDialect) -> None:
+    def __init__(self, gateway: Gateway, ingress: IngressDialect, inflight: InFlight) -> None:
         self.gateway = gateway
         self.ingress = ingress
+        self.inflight = inflight  # the server's: its close() drains what is tracked here
 
     def error_response(self, refused: Refused) -> web.Response:
         body = self.ingress.encode_error(
@@ -76,6 +101,10 @@ class ChatHandler:
         )
 
     async def __call__(self, http: web.Request) -> web.StreamResponse:
+        with self.inflight.track():
+            return await self._handle(http)
+
+    async def _handle(self, http: web.Request) -> web.StreamResponse:
         row = LedgerRow(
             id=next_request_id(),
             started_at=time.time(),
@@ -87,10 +116,11 @@ class ChatHandler:
         )
         t0 = time.perf_counter()
         identity: Identity | None = None
+        response: web.StreamResponse | None = None
         try:
             identity = await self._identify(http)
             row.key_id = identity.key_id
-            request = self._decode(await http.read(), http, identity)
+            request = self._decode(await self._body(http), http, identity)
             row.route, row.stream, row.session = request.model, request.stream, request.session
             plan = self._plan(request)
             self._admit(identity, plan, request)
@@ -99,7 +129,23 @@ class ChatHandler:
             row.status, row.error = refused.status, refused.message[:300]
             refused.headers = {**(refused.headers or {}), "x-turnout-request-id": row.id}
             response = self.error_response(refused)
+        except asyncio.CancelledError:
+            if not self.inflight.absorb_cut():
+                raise
+            # the shutdown grace ran out before anything was sent: say so in the client's shape
+            row.status, row.outcome, row.error = 503, "shutdown", _SHUTTING_DOWN
+            response = self.error_response(
+                Refused(
+                    503,
+                    _SHUTTING_DOWN,
+                    code="gateway_shutting_down",
+                    error_type="service_unavailable",
+                    headers={"x-turnout-request-id": row.id, "retry-after": "1"},
+                )
+            )
         finally:
+            if not response_started(response) and not connected(http):
+                row.status, row.outcome = CLIENT_CLOSED, "client_closed"
             row.latency_ms = (time.perf_counter() - t0) * 1000
             self.gateway.accounting.record(row, identity.key if identity else None)
         return response
@@ -108,10 +154,21 @@ class ChatHandler:
 
     async def _identify(self, http: web.Request) -> Identity:
         try:
-            return await self.gateway.auth.identify(http.headers)
+            return await self.gateway.auth.identify(http.headers, http.remote)
         except AuthError as exc:
-            error_type = "authentication_error" if exc.status == 401 else "permission_error"
-            raise Refused(exc.status, exc.message, code=exc.code, error_type=error_type) from None
+            raise Refused(
+                exc.status,
+                exc.message,
+                code=exc.code,
+                error_type=exc.error_type,
+                headers=exc.headers,
+            ) from None
+
+    async def _body(self, http: web.Request) -> bytes:
+        try:
+            return await read_body(http, self.gateway.config.server.body_timeout)
+        except BodyError as exc:
+            raise Refused(exc.status, exc.message, code=exc.code) from None
 
     def _decode(self, raw: bytes, http: web.Request, identity: Identity) -> Request:
         try:
@@ -134,6 +191,8 @@ class ChatHandler:
                     param="x-turnout-route-policy",
                 )
             request.policy = policy
+        # header values are at most 8190 bytes (aiohttp's parser refuses longer ones with a
+        # 400); the session is hashed for stickiness and bounded in the ledger row
         request.session = http.headers.get("x-turnout-session") or None
         if exclude := http.headers.get("x-turnout-exclude"):
             request.exclude = frozenset(m.strip() for m in exclude.split(",") if m.strip())
@@ -145,7 +204,7 @@ class ChatHandler:
             known = ", ".join(sorted(self.gateway.config.routes)) or "none"
             raise Refused(
                 404,
-                f"The model {request.model!r} is not a route or model of this gateway"
+                f"The model {quote(request.model)} is not a route or model of this gateway"
                 f" (routes: {known}).",
                 code="model_not_found",
                 param="model",
@@ -257,7 +316,14 @@ class ChatHandler:
         headers["content-type"] = "text/event-stream"
         headers["cache-control"] = "no-cache"
         response = web.StreamResponse(headers=headers)
-        await response.prepare(http)
+        try:
+            if not connected(http):
+                raise ConnectionResetError("the client hung up")
+            await response.prepare(http)
+        except ConnectionError:
+            # the client left while the upstream was getting ready: nothing to send it
+            await self._abandon(stream, request, plan, row)
+            return response
         row.status = 200
         row.outcome = "client_closed"  # until the stream ends well
         started = time.perf_counter()
@@ -292,7 +358,18 @@ class ChatHandler:
             # content already reached the client: say so explicitly, never truncate silently
             row.outcome, row.error = "stream_failed", exc.message[:300]
             message = f"the upstream stream failed after it started: {exc.message}"
-            await response.write(encoder.error(502, message, exc.error_class.value))
+            with contextlib.suppress(ConnectionError):  # the client may be gone too
+                await response.write(encoder.error(502, message, exc.error_class.value))
+        except ConnectionError:
+            pass  # the client hung up mid-stream: the row says client_closed
+        except asyncio.CancelledError:
+            if not self.inflight.absorb_cut():
+                raise
+            # the shutdown grace ran out mid-stream: an explicit error event, then the body
+            # ends properly (aiohttp writes the last chunk when the handler returns)
+            row.outcome, row.error = "shutdown", _SHUTTING_DOWN
+            with contextlib.suppress(ConnectionError):
+                await response.write(encoder.error(503, _SHUTTING_DOWN, "gateway_shutting_down"))
         finally:
             if usage is None:
                 # the stream ended early: the upstream never reported usage, so count it
@@ -300,6 +377,16 @@ class ChatHandler:
                 self._answered(row, plan, target, stream.attempts, estimate)
                 row.usage_estimated = True
         return response
+
+    async def _abandon(self, stream: Stream, request: Request, plan: Plan, row: LedgerRow) -> None:
+        """Close a committed stream nobody will read; its row counts the prompt sent."""
+        async with contextlib.aclosing(stream.deltas()) as deltas:
+            async for _ in deltas:
+                break  # starting it is enough: closing it then releases the upstream
+        row.status, row.outcome = CLIENT_CLOSED, "client_closed"
+        estimate = Usage(estimate_prompt_tokens(request), 0)
+        self._answered(row, plan, stream.target, stream.attempts, estimate)
+        row.usage_estimated = True
 
     # --- failures -------------------------------------------------------------------------
 

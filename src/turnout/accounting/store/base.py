@@ -5,6 +5,11 @@ returns. A background task writes the queue in batches. A row's id is its primar
 inserts ignore conflicts, so a batch that failed half-way (or committed and then lost its
 connection) is simply written again: rows land exactly once. When the database cannot keep
 up, the queue grows to `max_queue` and then new rows are dropped and counted in `dropped`.
+
+A row the database refuses for its values (text that is not valid UTF-8, a NUL byte for
+PostgreSQL) is found by splitting the batch, then written again with every text value forced
+to safe text (`sanitised`); only a row that fails even then is dropped, with an ERROR line.
+`stats()` gives the counters an operator sees on /health.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any, Self
 
 from turnout.accounting.records import KeyRecord, LedgerRow
-from turnout.accounting.store.columns import ledger_params
+from turnout.accounting.store.columns import ledger_params, sanitised_ledger_params
 from turnout.accounting.store.summary import summarize
 
 log = logging.getLogger("turnout.ledger")
@@ -48,6 +53,9 @@ class Store(ABC):
         self.max_queue = max_queue
         self.drain_timeout = drain_timeout  # close() gives up after this long without progress
         self.dropped = 0  # rows lost: queue full, unwritable values, or a dead database at close
+        self.written = 0  # rows handed to the database in a committed insert
+        self.sanitised = 0  # rows written only once their text was forced to safe text
+        self.write_errors = 0  # failed inserts: the database down, or a row's values refused
         self.applied_migrations: list[int] = []  # versions the last start() applied
         self._queue: deque[LedgerRow] = deque()
         self._inflight = 0
@@ -118,6 +126,16 @@ class Store(ABC):
         """Rows recorded but not yet written (queued or in the batch being written)."""
         return len(self._queue) + self._inflight
 
+    def stats(self) -> dict[str, int]:
+        """The writer's counters, for /health: nothing is lost silently."""
+        return {
+            "queued": self.pending,
+            "written": self.written,
+            "sanitised": self.sanitised,
+            "dropped": self.dropped,
+            "write_errors": self.write_errors,
+        }
+
     async def flush(self) -> None:
         """Write every row queued at the time of the call. Raises if the database fails
         (the rows stay queued)."""
@@ -168,14 +186,16 @@ class Store(ABC):
         self._inflight = len(batch)
         bad: set[int] = set()  # id() of rows dropped as unwritable
         try:
-            encoded = []
+            encoded, unencodable = [], []
             for row in batch:
                 try:
                     encoded.append((row, ledger_params(row)))
                 except Exception as exc:  # noqa: BLE001 - one bad row must not stop the rest
-                    self._drop_bad(row, exc, bad)
+                    unencodable.append((row, exc))
             if encoded:
                 await self._insert_or_split(encoded, bad)
+            for row, exc in unencodable:
+                await self._insert_sanitised(row, exc, bad)
             self._last_write = time.monotonic()
         except BaseException:
             # transient failure (or cancellation): everything not known bad goes back in front,
@@ -189,23 +209,43 @@ class Store(ABC):
         self, encoded: list[tuple[LedgerRow, tuple[Any, ...]]], bad: set[int]
     ) -> None:
         """Insert; when the database rejects a value, halve the batch until the bad rows
-        are found, drop them and write the rest."""
+        are found, write each of them sanitised, and the rest as they are."""
         try:
             await self._insert([params for _, params in encoded])
         except Exception as exc:
+            self.write_errors += 1
             if not self._is_row_error(exc):
                 raise
             if len(encoded) == 1:
-                self._drop_bad(encoded[0][0], exc, bad)
+                await self._insert_sanitised(encoded[0][0], exc, bad)
                 return
             middle = len(encoded) // 2
             await self._insert_or_split(encoded[:middle], bad)
             await self._insert_or_split(encoded[middle:], bad)
+        else:
+            self.written += len(encoded)
 
-    def _drop_bad(self, row: LedgerRow, exc: BaseException, bad: set[int]) -> None:
-        bad.add(id(row))
-        self.dropped += 1
-        log.error("ledger: row %s cannot be stored, dropped: %r", row.id, exc)
+    async def _insert_sanitised(self, row: LedgerRow, first: BaseException, bad: set[int]) -> None:
+        """One refused row, every text value forced to safe text: written, or (when even
+        that fails, e.g. a number beyond the column) dropped with an ERROR and counted."""
+        try:
+            await self._insert([sanitised_ledger_params(row)])
+        except Exception as exc:
+            if not self._is_row_error(exc):
+                raise  # the database went away meanwhile: the batch is retried
+            self.write_errors += 1
+            bad.add(id(row))
+            self.dropped += 1
+            log.error(
+                "ledger: row %s cannot be stored even sanitised, dropped: %r (first: %r)",
+                row.id,
+                exc,
+                first,
+            )
+            return
+        self.written += 1
+        self.sanitised += 1
+        log.warning("ledger: row %s was written with its text sanitised (%r)", row.id, first)
 
     async def _drain(self) -> None:
         began = time.monotonic()

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from turnout.accounting.records import KeyRecord, LedgerRow
+from turnout.accounting.records import ERROR_LIMIT, KeyRecord, LedgerRow, safe_text
 
 LEDGER_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(LedgerRow))
 KEY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(KeyRecord))
@@ -48,6 +48,37 @@ def ledger_params(row: LedgerRow) -> tuple[Any, ...]:
             values[i] = kind(value)
     values[_ATTEMPTS] = orjson.dumps(row.attempts).decode()
     return tuple(values)
+
+
+def sanitised_ledger_params(row: LedgerRow) -> tuple[Any, ...]:
+    """ledger_params for a row the database refused: every text value (attempts' JSON
+    included, whatever it holds) forced to bounded, NUL-free, valid UTF-8 text."""
+    values = list(_LEDGER_VALUES(row))
+    for i, value in enumerate(values):
+        if isinstance(value, str):
+            values[i] = safe_text(value, ERROR_LIMIT)
+    for i, kind in _LEDGER_TYPED:
+        if values[i] is not None and type(values[i]) is not kind:
+            values[i] = kind(values[i])
+    values[_ATTEMPTS] = orjson.dumps(_safe_json(row.attempts), default=_safe_str).decode()
+    return tuple(values)
+
+
+def _safe_str(value: Any) -> str:
+    return safe_text(str(value), ERROR_LIMIT)
+
+
+def _safe_json(value: Any) -> Any:
+    """`value` with every string (keys too) made safe; anything not JSON becomes its str."""
+    if isinstance(value, str):
+        return _safe_str(value)
+    if isinstance(value, dict):
+        return {_safe_str(k): _safe_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_safe_json(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _safe_str(value)
 
 
 def ledger_row(values: Sequence[Any]) -> LedgerRow:

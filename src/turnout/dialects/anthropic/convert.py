@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from turnout.dialects import json_schema
 from turnout.dialects.errors import InvalidRequest
 from turnout.model import Request
 
@@ -205,6 +206,8 @@ def _assistant(content: str | list[Json], path: str) -> Json:
             texts.append(_field(block, "text", str, where))
         elif block["type"] == "tool_use":
             arguments = block.get("input")
+            if arguments is not None and not isinstance(arguments, dict):
+                raise _invalid(f"{where}.input", "Input should be a valid dictionary")
             calls.append(
                 {
                     "id": _field(block, "id", str, where),
@@ -273,6 +276,7 @@ def tools_from_anthropic(tools: Any) -> list[Json] | None:
         if tool.get("description") is not None:
             function["description"] = _field(tool, "description", str, path)
         function["parameters"] = _field(tool, "input_schema", dict, path)
+        json_schema.check(function["parameters"], f"{path}.input_schema")
         if isinstance(tool.get("strict"), bool):
             function["strict"] = tool["strict"]
         out.append({"type": "function", "function": function})
@@ -286,7 +290,10 @@ def tool_choice_from_anthropic(choice: Any) -> tuple[Any, bool]:
     if not isinstance(choice, dict):
         raise _invalid("tool_choice", "Input should be a valid dictionary")
     kind = choice.get("type")
-    parallel = choice.get("disable_parallel_tool_use") is not True
+    disable = choice.get("disable_parallel_tool_use")
+    if disable is not None and not isinstance(disable, bool):
+        raise _invalid("tool_choice.disable_parallel_tool_use", "Input should be a valid boolean")
+    parallel = disable is not True
     if kind == "auto":
         return "auto", parallel
     if kind == "any":
@@ -402,7 +409,8 @@ def tools_to_anthropic(tools: list[Json] | None) -> list[Json]:
     out = []
     for tool in tools or ():
         function = tool.get("function") if isinstance(tool, dict) else None
-        if tool.get("type") != "function" or not isinstance(function, dict):
+        # a tool without a type is a function, as the other upstream dialects read it
+        if tool.get("type", "function") != "function" or not isinstance(function, dict):
             continue
         converted: Json = {"name": str(function.get("name") or "")}
         if function.get("description") is not None:

@@ -4,9 +4,11 @@ answer it as Anthropic would: a `message` object, the named-event stream, error 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import orjson
 
+from turnout.dialects import json_schema
 from turnout.dialects.anthropic.convert import (
     AnthropicRequest,
     Json,
@@ -34,6 +36,7 @@ _KNOWN = {
     "tool_choice",
     "metadata",
     "output_config",
+    "output_format",  # the structured-outputs beta's name for output_config.format
 }
 
 _STOP_REASONS = {
@@ -112,22 +115,36 @@ def _user(body: Json) -> str | None:
     return user
 
 
+def _json_schema_format(output_format: Any, path: str) -> Json | None:
+    """An Anthropic output format as an OpenAI response_format (None for other formats)."""
+    if not isinstance(output_format, dict):
+        raise _invalid(path, "Input should be a valid dictionary")
+    if output_format.get("type") != "json_schema":
+        return None
+    schema = output_format.get("schema")
+    if schema is None:
+        raise _invalid(f"{path}.schema", "Field required")
+    json_schema.check(schema, f"{path}.schema")
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+
+
 def _output_config(body: Json) -> tuple[Json | None, Json]:
     """(OpenAI response_format, the rest of output_config: effort and the like)."""
     config = body.get("output_config")
-    if config is None:
-        return None, {}
-    if not isinstance(config, dict):
+    if config is not None and not isinstance(config, dict):
         raise _invalid("output_config", "Input should be a valid dictionary")
-    rest = dict(config)
-    output_format = rest.get("format")
-    if not isinstance(output_format, dict) or output_format.get("type") != "json_schema":
-        return None, rest
-    del rest["format"]
-    schema = output_format.get("schema")
-    if not isinstance(schema, dict):
-        raise _invalid("output_config.format.schema", "Input should be a valid dictionary")
-    return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}, rest
+    rest = dict(config or {})
+    response_format = None
+    if rest.get("format") is not None:
+        response_format = _json_schema_format(rest["format"], "output_config.format")
+        if response_format is not None:
+            del rest["format"]  # the upstream encoder writes it back from response_format
+    if body.get("output_format") is not None:
+        beta = _json_schema_format(body["output_format"], "output_format")
+        if beta is None:
+            raise _invalid("output_format.type", "Input should be 'json_schema'")
+        response_format = response_format or beta
+    return response_format, rest
 
 
 def _signed(messages: list[Json]) -> list[Json]:

@@ -21,13 +21,18 @@ import orjson
 from turnout.dialects.anthropic.convert import (
     AnthropicRequest,
     Json,
-    dumps,
     messages_to_anthropic,
     tool_choice_to_anthropic,
     tools_to_anthropic,
 )
-from turnout.dialects.classify import class_for_status, mentions_context_length, retry_after
+from turnout.dialects.classify import (
+    class_for_status,
+    mentions_context_length,
+    refuses_content,
+    retry_after,
+)
 from turnout.dialects.sse import SSEEvent
+from turnout.dialects.untrusted import count, json_text, mapping, text
 from turnout.model import (
     Delta,
     ErrorClass,
@@ -177,13 +182,13 @@ def encode_request(
 
 def _count(raw: Mapping[str, Any], name: str) -> int:
     value = raw.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return count(value) if isinstance(value, int) else 0
 
 
-def decode_usage(raw: Mapping[str, Any] | None) -> Usage:
+def decode_usage(raw: Any) -> Usage:
     """Anthropic's input_tokens leave out cache reads and writes; OpenAI's prompt_tokens (and
     so ours) include them."""
-    if not raw:
+    if not raw or not isinstance(raw, Mapping):
         return Usage()
     cached = _count(raw, "cache_read_input_tokens")
     details = raw.get("output_tokens_details")
@@ -213,6 +218,10 @@ def _classify(error_type: str | None, message: str, status: int | None) -> Error
         error_class = class_for_status(status)
     else:
         error_class = ErrorClass.SERVER_ERROR
+    if error_class is ErrorClass.AUTH and status != 401 and refuses_content(message):
+        # a permission_error refusing this request's content (a policy or guardrail, as
+        # OpenRouter's /messages words it) is the client's: no model or key is wrong
+        return ErrorClass.CLIENT_ERROR
     lowered = message.lower()
     if error_class in (ErrorClass.CLIENT_ERROR, ErrorClass.AUTH, ErrorClass.RATE_LIMITED) and any(
         hint in lowered for hint in _QUOTA_HINTS
@@ -276,7 +285,7 @@ def decode_response(body: bytes, *, json_tool: bool = False) -> Response:
         elif kind == "thinking":
             thinking.append(str(block.get("thinking") or ""))
         elif kind == "tool_use":
-            arguments = dumps(block.get("input") or {})
+            arguments = json_text(block.get("input") or {})
             if json_tool and block.get("name") == JSON_TOOL:
                 texts.append(arguments)
             else:
@@ -285,8 +294,8 @@ def decode_response(body: bytes, *, json_tool: bool = False) -> Response:
         # redacted thinking, and server tools' calls and results (web search, code execution,
         # MCP...), which Anthropic ran itself: nothing a client can act on
     return Response(
-        id=str(parsed.get("id") or ""),
-        model=str(parsed.get("model") or ""),
+        id=text(parsed.get("id")) or "",
+        model=text(parsed.get("model")) or "",
         content="".join(texts) if texts or not calls else None,
         tool_calls=calls,
         finish_reason=finish_reason(parsed.get("stop_reason"), bool(calls)),
@@ -298,6 +307,12 @@ def decode_response(body: bytes, *, json_tool: bool = False) -> Response:
 # --- streams --------------------------------------------------------------------------------------
 
 _TEXT, _THINKING, _TOOL, _JSON, _OTHER = "text", "thinking", "tool", "json", "other"
+
+
+def _block_index(data: Json) -> int | None:
+    """A content block's index; anything but an integer names no block."""
+    index = data.get("index")
+    return index if isinstance(index, int) and not isinstance(index, bool) else None
 
 
 class AnthropicStreamDecoder:
@@ -333,13 +348,12 @@ class AnthropicStreamDecoder:
         if kind == "content_block_stop":
             return self._stop(data)
         if kind == "message_start":
-            message = data.get("message") or {}
-            self._add_usage(message.get("usage"))
+            self._add_usage(mapping(data.get("message")).get("usage"))
             return (Delta(role="assistant", usage=decode_usage(self._usage)),)
         if kind == "message_delta":
             self._add_usage(data.get("usage"))
             self.finished = True
-            stop_reason = (data.get("delta") or {}).get("stop_reason")
+            stop_reason = mapping(data.get("delta")).get("stop_reason")
             finish = finish_reason(stop_reason, self._calls > 0)
             return (Delta(finish_reason=finish, usage=decode_usage(self._usage)),)
         if kind == "message_stop":
@@ -355,20 +369,21 @@ class AnthropicStreamDecoder:
             self._usage.update((k, v) for k, v in usage.items() if v is not None)
 
     def _start(self, data: Json) -> tuple[Delta, ...]:
-        index = data.get("index")
-        block = data.get("content_block") or {}
+        index = _block_index(data)
+        block = mapping(data.get("content_block"))
         kind = block.get("type")
         if kind == "text":
             self._blocks[index] = [_TEXT, -1, False]
-            return (Delta(content=block["text"]),) if block.get("text") else ()
+            return (Delta(content=block["text"]),) if text(block.get("text")) else ()
         if kind == "thinking":
             self._blocks[index] = [_THINKING, -1, False]
-            return (Delta(reasoning=block["thinking"]),) if block.get("thinking") else ()
+            return (Delta(reasoning=block["thinking"]),) if text(block.get("thinking")) else ()
         if kind != "tool_use":
             self._blocks[index] = [_OTHER, -1, False]  # server tools ran at Anthropic
             return ()
         # the input normally streams as input_json_delta; some proxies send it whole here
-        arguments = dumps(block["input"]) if block.get("input") else ""
+        raw_input = block.get("input")
+        arguments = json_text(raw_input, ErrorClass.STREAM_BROKEN) if raw_input else ""
         if self._json_tool and block.get("name") == JSON_TOOL:
             self._blocks[index] = [_JSON, -1, bool(arguments)]
             return (Delta(content=arguments),) if arguments else ()
@@ -380,16 +395,16 @@ class AnthropicStreamDecoder:
         return (Delta(tool_calls=[call]),)
 
     def _delta(self, data: Json) -> tuple[Delta, ...]:
-        state = self._blocks.get(data.get("index"))
-        delta = data.get("delta") or {}
+        state = self._blocks.get(_block_index(data))
+        delta = mapping(data.get("delta"))
         kind = delta.get("type")
         if state is None:
             return ()
-        if kind == "text_delta" and state[0] == _TEXT and delta.get("text"):
+        if kind == "text_delta" and state[0] == _TEXT and text(delta.get("text")):
             return (Delta(content=delta["text"]),)
-        if kind == "thinking_delta" and delta.get("thinking"):
+        if kind == "thinking_delta" and text(delta.get("thinking")):
             return (Delta(reasoning=delta["thinking"]),)
-        if kind == "input_json_delta" and delta.get("partial_json"):
+        if kind == "input_json_delta" and text(delta.get("partial_json")):
             state[2] = True
             if state[0] == _TOOL:
                 return (
@@ -400,7 +415,7 @@ class AnthropicStreamDecoder:
         return ()  # signature and citation deltas, server tools' input
 
     def _stop(self, data: Json) -> tuple[Delta, ...]:
-        state = self._blocks.get(data.get("index"))
+        state = self._blocks.get(_block_index(data))
         if state is None or state[2]:
             return ()
         # a call without arguments streams none: "{}" is what clients can parse

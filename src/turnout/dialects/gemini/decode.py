@@ -16,6 +16,7 @@ import orjson
 
 from turnout.dialects.gemini.errors import error_from_object
 from turnout.dialects.sse import SSEEvent
+from turnout.dialects.untrusted import json_text
 from turnout.model import Delta, ErrorClass, Response, ToolCall, ToolCallDelta, UpstreamError, Usage
 
 _FINISH = {
@@ -91,7 +92,7 @@ def read_parts(candidate: Mapping[str, Any]) -> Parts:
             (out.thoughts if part.get("thought") else out.text).append(part["text"])
         call = part.get("functionCall")
         if isinstance(call, Mapping):
-            arguments = orjson.dumps(call.get("args") or {}).decode()
+            arguments = json_text(call.get("args") or {})
             call_id = str(call.get("id") or new_call_id())
             out.calls.append((call_id, str(call.get("name") or ""), arguments))
         # executableCode, inlineData, ...: answers to Google's builtin tools, never asked for

@@ -99,8 +99,9 @@ def _args(arguments: Any) -> dict[str, Any]:
 
 def _signature(call: dict[str, Any]) -> str | None:
     """A thought signature a client kept the way Gemini's OpenAI endpoint hands it out."""
-    google = (call.get("extra_content") or {}).get("google") or {}
-    signature = google.get("thought_signature")
+    extra = call.get("extra_content")
+    google = extra.get("google") if isinstance(extra, dict) else None
+    signature = google.get("thought_signature") if isinstance(google, dict) else None
     return signature if isinstance(signature, str) and signature else None
 
 

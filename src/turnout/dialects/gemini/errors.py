@@ -8,13 +8,19 @@ a RetryInfo (`retryDelay: "13s"`) and an ErrorInfo (`reason: "API_KEY_INVALID"`)
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from turnout.dialects.classify import class_for_status, mentions_context_length, retry_after
+from turnout.dialects.classify import (
+    class_for_status,
+    mentions_context_length,
+    refuses_content,
+    retry_after,
+)
 from turnout.model import ErrorClass, UpstreamError
 
 # "The input token count (1048577) exceeds the maximum number of tokens allowed (1048576)."
@@ -45,7 +51,7 @@ def retry_delay(error: Mapping[str, Any]) -> float | None:
     """Seconds from a RetryInfo detail (`"retryDelay": "13.5s"`), if there is one."""
     for detail in _details(error):
         match = _DELAY.match(str(detail.get("retryDelay") or ""))
-        if match:
+        if match and math.isfinite(float(match.group(1))):
             return float(match.group(1))
     return None
 
@@ -69,6 +75,8 @@ def _daily_quota(error: Mapping[str, Any], message: str) -> bool:
 def _class(error: Mapping[str, Any], status: int | None, message: str) -> ErrorClass:
     name = str(error.get("status") or "")
     reasons = {str(d.get("reason")) for d in _details(error)}
+    if status == 403 and refuses_content(message):
+        return ErrorClass.CLIENT_ERROR  # this request's content was refused, not the key
     if name == "RESOURCE_EXHAUSTED" or status == 429:
         return ErrorClass.QUOTA if _daily_quota(error, message) else ErrorClass.RATE_LIMITED
     if "API_KEY_INVALID" in reasons or "api key not valid" in message.lower():
@@ -81,7 +89,9 @@ def _class(error: Mapping[str, Any], status: int | None, message: str) -> ErrorC
         return _BY_STATUS[name]
     if name == "INVALID_ARGUMENT" or name == "OUT_OF_RANGE":
         return ErrorClass.CLIENT_ERROR
-    return class_for_status(status) if status and status >= 400 else ErrorClass.SERVER_ERROR
+    return (
+        class_for_status(status, message) if status and status >= 400 else ErrorClass.SERVER_ERROR
+    )
 
 
 def error_from_object(error: Any, status: int | None) -> UpstreamError:
@@ -114,7 +124,7 @@ def decode_error(status: int, body: bytes, headers: Mapping[str, str]) -> Upstre
         error = error_from_object(parsed["error"], status)
     else:
         text = body.decode("utf-8", "replace").strip()[:300] or f"HTTP {status}"
-        error_class = class_for_status(status)
+        error_class = class_for_status(status, text)
         if error_class is ErrorClass.CLIENT_ERROR and mentions_context_length(text):
             error_class = ErrorClass.CONTEXT_LENGTH
         error = UpstreamError(error_class, text, status=status)

@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 
 from turnout.dialects.errors import InvalidRequest, json_object
+from turnout.dialects.openai import shape
 from turnout.dialects.sse import frame
 from turnout.model import Delta, Request, Response, Usage
 
-_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 # fields we interpret; everything else is passed through to OpenAI-compatible upstreams
 _KNOWN = {
     "model",
@@ -27,6 +27,7 @@ _KNOWN = {
     "tool_choice",
     "response_format",
     "user",
+    "n",  # checked, never passed on: see _one_choice
 }
 
 
@@ -48,22 +49,25 @@ def _positive_int(body: dict[str, Any], name: str) -> int | None:
     return value
 
 
-def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
-    messages = body.get("messages")
-    if messages is None:
-        raise InvalidRequest("'messages' is a required property", "messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("'messages' must be a non-empty array", "messages")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise InvalidRequest(f"messages[{i}] must be an object", f"messages[{i}]")
-        role = message.get("role")
-        if role not in _ROLES:
-            raise InvalidRequest(
-                f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}",
-                f"messages[{i}].role",
-            )
-    return messages
+def _boolean(body: dict[str, Any], name: str, path: str | None = None) -> bool:
+    """A boolean: null and absent mean false; "yes" or 1 is not one."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise InvalidRequest(f"'{path or name}' must be a boolean", path or name)
+    return bool(value)
+
+
+def _one_choice(body: dict[str, Any]) -> None:
+    """turnout answers one choice: failover may reach a provider that cannot return several,
+    so `n` > 1 is refused rather than silently answered with one."""
+    n = body.get("n")
+    if n is None or (type(n) is int and n == 1):
+        return
+    if type(n) is not int or n < 1:  # type(): True is an int to isinstance
+        raise InvalidRequest("'n' must be a positive integer", "n")
+    raise InvalidRequest(
+        f"'n' is {n}: turnout returns one choice per request; send {n} requests instead", "n"
+    )
 
 
 def decode_request(raw: bytes) -> Request:
@@ -81,29 +85,29 @@ def decode_request(raw: bytes) -> Request:
         isinstance(stop, list) and all(isinstance(s, str) for s in stop)
     ):
         raise InvalidRequest("'stop' must be a string or an array of strings", "stop")
-    tools = body.get("tools")
-    if tools is not None and not isinstance(tools, list):
-        raise InvalidRequest("'tools' must be an array", "tools")
-    response_format = body.get("response_format")
-    if response_format is not None and not isinstance(response_format, dict):
-        raise InvalidRequest("'response_format' must be an object", "response_format")
-    stream_options = body.get("stream_options") or {}
-    if not isinstance(stream_options, dict):
+    stream_options = body.get("stream_options")
+    if stream_options is not None and not isinstance(stream_options, dict):
         raise InvalidRequest("'stream_options' must be an object", "stream_options")
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise InvalidRequest("'user' must be a string", "user")
+    _one_choice(body)
     max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
     return Request(
         model=model,
-        messages=_messages(body),
-        stream=bool(body.get("stream")),
-        include_usage=bool(stream_options.get("include_usage")),
+        messages=shape.messages(body),
+        stream=_boolean(body, "stream"),
+        include_usage=_boolean(
+            stream_options or {}, "include_usage", "stream_options.include_usage"
+        ),
         max_tokens=max_tokens,
         temperature=_number(body, "temperature", 0, 2),
         top_p=_number(body, "top_p", 0, 1),
         stop=stop,
-        tools=tools or None,
-        tool_choice=body.get("tool_choice"),
-        response_format=response_format,
-        user=body.get("user") if isinstance(body.get("user"), str) else None,
+        tools=shape.tools(body),
+        tool_choice=shape.tool_choice(body),
+        response_format=shape.response_format(body),
+        user=user,
         # max_completion_tokens stays in extra too: OpenAI's reasoning models refuse max_tokens
         extra={k: v for k, v in body.items() if k not in _KNOWN},
     )

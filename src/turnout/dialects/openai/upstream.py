@@ -8,9 +8,15 @@ from typing import Any
 
 import orjson
 
-from turnout.dialects.classify import class_for_status, mentions_context_length, retry_after
+from turnout.dialects.classify import (
+    class_for_status,
+    flagged_by_moderation,
+    mentions_context_length,
+    retry_after,
+)
 from turnout.dialects.gemini.errors import error_from_object as google_error
 from turnout.dialects.sse import SSEEvent
+from turnout.dialects.untrusted import count, items, json_text, mapping, number, text
 from turnout.model import (
     Delta,
     ErrorClass,
@@ -48,19 +54,19 @@ def encode_request(request: Request, upstream_model: str, stream: bool) -> dict[
     return body
 
 
-def decode_usage(raw: Mapping[str, Any] | None) -> Usage | None:
-    if not raw:
+def decode_usage(raw: Any) -> Usage | None:
+    if not raw or not isinstance(raw, Mapping):
         return None
-    prompt_details = raw.get("prompt_tokens_details") or {}
-    completion_details = raw.get("completion_tokens_details") or {}
-    cost = raw.get("cost")
-    prompt = int(raw.get("prompt_tokens") or 0)
-    completion = int(raw.get("completion_tokens") or 0)
-    reasoning = int(completion_details.get("reasoning_tokens") or 0)
+    prompt_details = mapping(raw.get("prompt_tokens_details"))
+    completion_details = mapping(raw.get("completion_tokens_details"))
+    cost = number(raw.get("cost"))
+    prompt = count(raw.get("prompt_tokens"))
+    completion = count(raw.get("completion_tokens"))
+    reasoning = count(completion_details.get("reasoning_tokens"))
     # Gemini's OpenAI endpoint leaves thinking out of completion_tokens but counts (and bills)
     # it in total_tokens: the gap is output the model spent thinking
     total = raw.get("total_tokens")
-    hidden = total - prompt - completion if isinstance(total, int) else 0
+    hidden = count(total) - prompt - completion if total is not None else 0
     if hidden > 0:
         completion += hidden
         reasoning = max(reasoning, hidden)
@@ -68,11 +74,11 @@ def decode_usage(raw: Mapping[str, Any] | None) -> Usage | None:
         prompt_tokens=prompt,
         completion_tokens=completion,
         # DeepSeek reports cache hits as prompt_cache_hit_tokens
-        cached_tokens=int(
-            prompt_details.get("cached_tokens") or raw.get("prompt_cache_hit_tokens") or 0
+        cached_tokens=count(
+            prompt_details.get("cached_tokens") or raw.get("prompt_cache_hit_tokens")
         ),
         reasoning_tokens=reasoning,
-        cost=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
+        cost=cost if cost is not None and cost >= 0 else None,
     )
 
 
@@ -124,7 +130,11 @@ def _error_from_object(error: Any, status: int | None) -> UpstreamError:
     effective = status if status and status >= 400 else inner_status
     code_text = code if isinstance(code, str) else None
     error_type = error.get("type") if isinstance(error.get("type"), str) else None
-    if code_text == "insufficient_quota" or error_type == "insufficient_quota":
+    metadata = error.get("metadata")
+    if flagged_by_moderation(metadata):
+        # OpenRouter's moderation refused this input: the client's, whatever the status
+        error_class = ErrorClass.CLIENT_ERROR
+    elif code_text == "insufficient_quota" or error_type == "insufficient_quota":
         error_class = ErrorClass.QUOTA
     elif code_text == "tool_use_failed":
         # the model produced an invalid tool call: another model may well succeed
@@ -132,10 +142,9 @@ def _error_from_object(error: Any, status: int | None) -> UpstreamError:
     elif code_text == "context_length_exceeded" or mentions_context_length(message):
         error_class = ErrorClass.CONTEXT_LENGTH
     elif isinstance(effective, int) and effective >= 400:
-        error_class = class_for_status(effective)
+        error_class = class_for_status(effective, message, code_text, error_type)
     else:
         error_class = ErrorClass.SERVER_ERROR
-    metadata = error.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("raw"), str):
         message = f"{message}: {metadata['raw']}"
     return UpstreamError(
@@ -160,10 +169,10 @@ def decode_error(status: int, body: bytes, headers: Mapping[str, str]) -> Upstre
         error = _error_from_object(parsed["error"], status)
         error.status = status
         if error.error_class is ErrorClass.SERVER_ERROR and status < 500:
-            error.error_class = class_for_status(status)
+            error.error_class = class_for_status(status, error.message, error.code)
     else:
         text = body.decode("utf-8", "replace").strip()[:300] or f"HTTP {status}"
-        error_class = class_for_status(status)
+        error_class = class_for_status(status, text)
         if error_class is ErrorClass.CLIENT_ERROR and mentions_context_length(text):
             error_class = ErrorClass.CONTEXT_LENGTH
         error = UpstreamError(error_class, text, status=status)
@@ -187,27 +196,41 @@ def decode_response(body: bytes) -> Response:
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise UpstreamError(ErrorClass.INVALID_OUTPUT, "upstream answer has no choices", status=200)
     choice = choices[0]
-    message = choice.get("message") or {}
+    message = mapping(choice.get("message"))
     tool_calls = [
         ToolCall(
-            id=call.get("id") or f"call_{i}",
-            name=(call.get("function") or {}).get("name", ""),
+            id=text(call.get("id")) or f"call_{i}",
+            name=text(mapping(call.get("function")).get("name")) or "",
             # OpenRouter leaves `arguments` out when a tool is called with none: "{}" is what
             # clients can parse
-            arguments=(call.get("function") or {}).get("arguments") or "{}",
+            arguments=_arguments(mapping(call.get("function")).get("arguments")) or "{}",
         )
-        for i, call in enumerate(message.get("tool_calls") or [])
+        for i, call in enumerate(items(message.get("tool_calls")))
+        if isinstance(call, Mapping)
     ]
     content, reasoning = _content(message)
     return Response(
-        id=str(parsed.get("id") or ""),
-        model=str(parsed.get("model") or ""),
+        id=text(parsed.get("id")) or "",
+        model=text(parsed.get("model")) or "",
         content=content,
         tool_calls=tool_calls,
-        finish_reason=choice.get("finish_reason") or ("tool_calls" if tool_calls else "stop"),
+        finish_reason=text(choice.get("finish_reason")) or ("tool_calls" if tool_calls else "stop"),
         usage=decode_usage(parsed.get("usage")) or Usage(),
         reasoning=reasoning,
-        created=int(parsed.get("created") or 0),
+        created=count(parsed.get("created")),
+    )
+
+
+def _arguments(raw: Any, error_class: ErrorClass = ErrorClass.INVALID_OUTPUT) -> str:
+    """A call's arguments as JSON text: some hosts send the object itself."""
+    if raw is None or isinstance(raw, str):
+        return raw or ""
+    return json_text(raw, error_class)
+
+
+def _index(raw: Any, default: int) -> int:
+    return (
+        raw if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < 2**31 else default
     )
 
 
@@ -229,25 +252,27 @@ def decode_chunk(data: str) -> Delta | None:
     if chunk.get("error"):
         raise _error_from_object(chunk["error"], None)
     # Groq's streams may carry the usage only in x_groq.usage of the last chunk
-    usage = chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage")
+    usage = chunk.get("usage") or mapping(chunk.get("x_groq")).get("usage")
     delta = Delta(usage=decode_usage(usage))
-    choices = chunk.get("choices")
+    choices = items(chunk.get("choices"))
     if choices:
-        choice = choices[0]
-        raw = choice.get("delta") or {}
+        choice = mapping(choices[0])
+        raw = mapping(choice.get("delta"))
         content, reasoning = _content(raw)
-        delta.role = raw.get("role")
+        delta.role = text(raw.get("role"))
         delta.content = content or None
         delta.reasoning = reasoning
-        delta.finish_reason = choice.get("finish_reason")
-        calls = raw.get("tool_calls")
+        delta.finish_reason = text(choice.get("finish_reason"))
+        calls = [call for call in items(raw.get("tool_calls")) if isinstance(call, Mapping)]
         if calls:
             delta.tool_calls = [
                 ToolCallDelta(
-                    index=int(call.get("index", i)),
-                    id=call.get("id"),
-                    name=(call.get("function") or {}).get("name"),
-                    arguments=(call.get("function") or {}).get("arguments") or "",
+                    index=_index(call.get("index"), i),
+                    id=text(call.get("id")),
+                    name=text(mapping(call.get("function")).get("name")),
+                    arguments=_arguments(
+                        mapping(call.get("function")).get("arguments"), ErrorClass.STREAM_BROKEN
+                    ),
                 )
                 for i, call in enumerate(calls)
             ]
