@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
 from turnout.config.secrets import Secret
+from turnout.model.json_schema import UnusableSchema, checked
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -227,8 +228,6 @@ class RouteConfig(Strict):
                 )
         if self.output_schema is not None:
             # the same check as a client's schema: no remote references, bounded size
-            from turnout.dialects.json_schema import UnusableSchema, checked
-
             try:
                 checked(self.output_schema)
             except UnusableSchema as exc:

@@ -6,6 +6,8 @@ from typing import Any
 
 import orjson
 
+from turnout.model.json_schema import UnusableSchema, checked
+
 
 class InvalidRequest(Exception):
     """The client's request is malformed: a 400 in the client's own error shape."""
@@ -44,3 +46,11 @@ def _deeper_than(value: Any, limit: int) -> bool:
         children = node.values() if isinstance(node, dict) else node
         stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
     return False
+
+
+def check_schema(schema: Any, field: str) -> None:
+    """InvalidRequest (a 400 naming `field`) unless `schema` is a usable JSON Schema."""
+    try:
+        checked(schema)
+    except UnusableSchema as exc:
+        raise InvalidRequest(f"{field}: {exc}", field) from None

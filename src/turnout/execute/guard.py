@@ -12,8 +12,7 @@ from typing import Any
 import orjson
 from jsonschema.exceptions import best_match
 
-from turnout.dialects import json_schema
-from turnout.model import ErrorClass, Request, Response, UpstreamError
+from turnout.model import ErrorClass, Request, Response, UpstreamError, json_schema
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n?```\s*$", re.DOTALL)
 

@@ -16,8 +16,7 @@ from typing import Any
 
 import orjson
 
-from turnout.dialects import json_schema
-from turnout.dialects.errors import InvalidRequest
+from turnout.dialects.errors import InvalidRequest, check_schema
 from turnout.model import Request
 
 Json = dict[str, Any]
@@ -276,7 +275,7 @@ def tools_from_anthropic(tools: Any) -> list[Json] | None:
         if tool.get("description") is not None:
             function["description"] = _field(tool, "description", str, path)
         function["parameters"] = _field(tool, "input_schema", dict, path)
-        json_schema.check(function["parameters"], f"{path}.input_schema")
+        check_schema(function["parameters"], f"{path}.input_schema")
         if isinstance(tool.get("strict"), bool):
             function["strict"] = tool["strict"]
         out.append({"type": "function", "function": function})

@@ -8,7 +8,6 @@ from typing import Any
 
 import orjson
 
-from turnout.dialects import json_schema
 from turnout.dialects.anthropic.convert import (
     AnthropicRequest,
     Json,
@@ -18,7 +17,7 @@ from turnout.dialects.anthropic.convert import (
     tool_input,
     tools_from_anthropic,
 )
-from turnout.dialects.errors import InvalidRequest, json_object
+from turnout.dialects.errors import InvalidRequest, check_schema, json_object
 from turnout.dialects.sse import frame
 from turnout.model import Delta, Request, Response, Usage
 
@@ -124,7 +123,7 @@ def _json_schema_format(output_format: Any, path: str) -> Json | None:
     schema = output_format.get("schema")
     if schema is None:
         raise _invalid(f"{path}.schema", "Field required")
-    json_schema.check(schema, f"{path}.schema")
+    check_schema(schema, f"{path}.schema")
     return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
 
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from turnout.dialects import json_schema
-from turnout.dialects.errors import InvalidRequest
+from turnout.dialects.errors import InvalidRequest, check_schema
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 _TOOL_CHOICES = ("none", "auto", "required")
@@ -126,7 +125,7 @@ def tools(body: dict[str, Any]) -> list[dict[str, Any]] | None:
         _string(function, "name", f"{path}.function", required=True)
         _string(function, "description", f"{path}.function")
         if function.get("parameters") is not None:
-            json_schema.check(function["parameters"], f"{path}.function.parameters")
+            check_schema(function["parameters"], f"{path}.function.parameters")
         if function.get("strict") is not None and not isinstance(function["strict"], bool):
             where = f"{path}.function.strict"
             raise InvalidRequest(f"'{where}' must be a boolean", where)
@@ -173,5 +172,5 @@ def response_format(body: dict[str, Any]) -> dict[str, Any] | None:
         _string(spec, "name", "response_format.json_schema")
         _string(spec, "description", "response_format.json_schema")
         if spec.get("schema") is not None:
-            json_schema.check(spec["schema"], "response_format.json_schema.schema")
+            check_schema(spec["schema"], "response_format.json_schema.schema")
     return value

@@ -1,6 +1,7 @@
 """JSON Schemas that come from clients (response formats, tool parameters, Anthropic input
 schemas and output formats) and from a route's `output_schema`: checked once, while the
-request is decoded, so an unusable schema is a 400 before any upstream is called.
+request is decoded (dialects/errors.py `check_schema`), so an unusable schema is a 400 before
+any upstream is called, and when the output guard validates an answer against it.
 
 A schema is someone else's program that the gateway runs, so it is kept on a short leash:
 - it never causes I/O: references resolve inside the schema itself (`#/$defs/...`, embedded
@@ -32,8 +33,6 @@ from jsonschema.protocols import Validator
 from jsonschema_specifications import REGISTRY as METASCHEMAS
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
-
-from turnout.dialects.errors import InvalidRequest
 
 MAX_SCHEMA_BYTES = 64 * 1024  # serialised; OpenAI's own limit for a structured-output schema
 MAX_SCHEMA_DEPTH = 64  # JSON nesting: about 30 levels of nested objects, well inside the stack
@@ -70,14 +69,6 @@ class _Checked:
 
 
 _cache: OrderedDict[bytes, _Checked] = OrderedDict()
-
-
-def check(schema: Any, field: str) -> None:
-    """InvalidRequest (a 400 naming `field`) unless `schema` is a usable JSON Schema."""
-    try:
-        checked(schema)
-    except UnusableSchema as exc:
-        raise InvalidRequest(f"{field}: {exc}", field) from None
 
 
 def checked(schema: Any) -> Validator:
