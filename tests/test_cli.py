@@ -84,6 +84,18 @@ def test_sim_command_rejects_a_bad_file(tmp_path: Path) -> None:
     assert "models.m.error_rate" in result.stderr
 
 
+def test_a_bad_sim_section_in_a_gateway_config_is_a_config_error(tmp_path: Path) -> None:
+    """The sim's schema is the sim's (turnout/sim/schema.py), yet a bad `sim:` section of a
+    provider still fails at load, naming the file and the key path, before anything starts."""
+    config = tmp_path / "turnout.yaml"
+    bad = {"kind": "sim", "sim": {"m": {"error_rate": {500: 7}}}}
+    config.write_text(yaml.safe_dump({"providers": {"up": bad}}))
+    for command in ("check", "serve"):
+        result = _run(command, "--config", str(config), timeout=30)
+        assert result.returncode == 2, result.stderr
+        assert f"{config}: providers.up.sim.m.error_rate.500:" in result.stderr
+
+
 def test_demo_tells_the_story_without_a_client_error() -> None:
     result = _run("demo", "--speed", "6")
     assert result.returncode == 0, result.stdout + result.stderr

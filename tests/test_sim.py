@@ -16,11 +16,12 @@ import pytest
 from aiohttp import web
 
 from turnout.config import ConfigError
-from turnout.config.schema import ProviderConfig, SimBehaviour, Timeouts
+from turnout.config.schema import ProviderConfig, Timeouts
 from turnout.model import Request
 from turnout.providers.base import Call
 from turnout.providers.sim import SimProvider
 from turnout.sim import load_sim_file, make_sim_app
+from turnout.sim.schema import SimBehaviour
 from turnout.sim.state import STATE
 
 MESSAGES = [{"role": "user", "content": "What is the weather like in Lisbon today?"}]
@@ -125,7 +126,8 @@ async def test_plain_answer_with_usage_and_ratelimit_headers(sim: SimFactory) ->
     assert answer.choices[0].finish_reason == "stop"
     assert answer.usage is not None
     assert answer.usage.completion_tokens == 5  # word-ish tokens
-    assert answer.usage.prompt_tokens == len(MESSAGES[0]["content"]) // 4 + 1
+    # the gateway's own estimate (model/tokens.py): ~4 characters a token, +4 a message
+    assert answer.usage.prompt_tokens == len(MESSAGES[0]["content"]) // 4 + 4
     assert answer.usage.total_tokens == answer.usage.prompt_tokens + 5
     assert raw.headers["x-ratelimit-remaining-requests"] == "42"
     assert raw.headers["x-ratelimit-limit-requests"] == "42"
@@ -508,6 +510,26 @@ def test_load_sim_file_errors_name_file_and_key(tmp_path: Path) -> None:
         load_sim_file(path)
     with pytest.raises(ConfigError, match="cannot read"):
         load_sim_file(tmp_path / "missing.yaml")
+
+
+def test_the_sim_section_is_the_sims_schema_checked_with_the_config() -> None:
+    """config/schema.py does not carry the simulator's schema: the sim kind registers it for
+    its `sim:` section, and a config holds validated SimBehaviours, errors at their key path."""
+    from turnout.config import parse_config, schema
+
+    assert not hasattr(schema, "SimBehaviour") and not hasattr(schema, "SimOutage")
+    config = parse_config({"providers": {"up": {"kind": "sim", "sim": {"m": {"ttft": "50ms"}}}}})
+    assert config.providers["up"].sim["m"] == SimBehaviour(ttft=0.05)
+    with pytest.raises(ConfigError) as bad:
+        parse_config({"providers": {"up": {"kind": "sim", "sim": {"m": {"outages": [{}]}}}}}, "f")
+    assert str(bad.value) == "f: providers.up.sim.m.outages.0.end: Field required"
+
+
+def test_sim_provider_checks_a_section_the_config_did_not() -> None:
+    # built straight from a raw section (no config load): the provider checks it itself
+    config = ProviderConfig.model_construct(kind="sim", sim={"m": {"ttft": "soon"}}, seed=0)
+    with pytest.raises(ConfigError, match=r"^providers\.up\.sim\.m\.ttft: 'soon' is not"):
+        SimProvider("up", config)
 
 
 async def test_sim_provider_serves_over_http() -> None:

@@ -107,8 +107,8 @@ class SharedSim:
 
 @contextmanager
 def shared_sim(behaviours: dict[str, dict], seed: int = 1) -> Iterator[SharedSim]:
-    from turnout.config.schema import SimBehaviour
     from turnout.sim import make_sim_app
+    from turnout.sim.schema import SimBehaviour
 
     app = make_sim_app({k: SimBehaviour(**v) for k, v in behaviours.items()}, seed)
     with serve_app(app) as port:

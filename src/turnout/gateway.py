@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from typing import Any
@@ -83,7 +84,10 @@ class Gateway:
                     continue  # (this call also claims the half-open probe slot)
                 self._probing.add(model)
                 task = asyncio.create_task(self.executor.probe(plan, target))
-                task.add_done_callback(lambda _, m=model: self._probing.discard(m))
+                task.add_done_callback(functools.partial(self._probe_done, model))
+
+    def _probe_done(self, model: str, _: asyncio.Task[Any]) -> None:
+        self._probing.discard(model)
 
     def route_health(self) -> dict[str, Any]:
         """Per route: the active primary and each target's state, for /health/providers."""

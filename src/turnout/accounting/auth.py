@@ -25,6 +25,7 @@ import jwt
 from turnout.accounting.keys import hash_key
 from turnout.accounting.limits import FailureLimiter
 from turnout.accounting.records import KeyRecord
+from turnout.accounting.store.base import Store
 from turnout.config.schema import Config, JWTConfig, is_loopback
 
 log = logging.getLogger("turnout.auth")
@@ -86,7 +87,7 @@ def _looks_like_jwt(token: str) -> bool:
 
 
 class Authenticator:
-    def __init__(self, config: Config, store: Any | None) -> None:
+    def __init__(self, config: Config, store: Store | None) -> None:
         self.store = store
         self.jwt: JWTConfig | None = config.auth.jwt
         required = config.auth.required
@@ -117,6 +118,8 @@ class Authenticator:
                 await self._refresh
 
     async def _load(self) -> None:
+        if self.store is None:  # no ledger, no stored keys (callers check first)
+            return
         keys = await self.store.list_keys()
         self._by_hash = {k.key_hash: k for k in keys}
 

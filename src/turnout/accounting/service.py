@@ -11,7 +11,7 @@ from turnout.accounting.budgets import SpendTracker
 from turnout.accounting.capture import Capture
 from turnout.accounting.cost import cost_usd
 from turnout.accounting.limits import KeyLimiter
-from turnout.accounting.records import LedgerRow
+from turnout.accounting.records import KeyRecord, LedgerRow
 from turnout.accounting.store import make_store
 from turnout.config.schema import Config, Price
 from turnout.config.secrets import secrets_in
@@ -73,15 +73,13 @@ class Accounting:
         """The ledger writer's counters (queued, written, dropped, ...); None with no ledger."""
         return self.store.stats() if self.store is not None else None
 
-    def record(self, row: LedgerRow, key: object | None = None) -> None:
+    def record(self, row: LedgerRow, key: KeyRecord | None = None) -> None:
         row.bound_text()  # client text is bounded and made storable before anything keeps it
         self.spend.add(row)
         if key is not None:
-            self.spend.alert_key(key, row.started_at)  # type: ignore[arg-type]
+            self.spend.alert_key(key, row.started_at)
             self.limiter.spent_tokens(
-                key,
-                row.started_at,
-                row.prompt_tokens + row.completion_tokens,  # type: ignore[arg-type]
+                key, row.started_at, row.prompt_tokens + row.completion_tokens
             )
         if self.store is not None:
             self.store.record(row)

@@ -10,6 +10,10 @@ from turnout.config import Config, ConfigError, load_config
 from turnout.config.defaults import default_config
 from turnout.config.secrets import Secret, SecretRedactor
 
+# the provider kinds register the config sections they validate themselves (the sim's `sim:`),
+# so that every command's config is checked whole when it loads
+import turnout.providers  # noqa: F401  isort: skip
+
 
 def config_from_args(path: str | None) -> Config | None:
     """The config named on the command line or in TURNOUT_CONFIG, else the embedded defaults.

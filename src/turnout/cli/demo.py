@@ -23,11 +23,11 @@ from rich.text import Text
 from turnout.accounting.cost import cost_usd
 from turnout.cli.common import setup_logging
 from turnout.config import parse_config
-from turnout.config.schema import SimBehaviour
 from turnout.gateway import Gateway
 from turnout.model import Usage
 from turnout.server import GatewayServer
 from turnout.sim import SimServer
+from turnout.sim.schema import SimBehaviour
 
 HEALTHY = SimBehaviour(
     ttft=0.08, ttft_jitter=0.3, tokens_per_second=400, reply="Scout here: cheap, fast and correct."

@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from turnout.config import ConfigError
-from turnout.config.schema import SimBehaviour
 from turnout.sim import load_sim_file, run_sim
+from turnout.sim.schema import SimBehaviour
 
 # with no file: one well-behaved model and one that fails a third of the time
 _DEFAULT = {

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from turnout.config.schema import Config
 
@@ -19,7 +20,7 @@ def _key_path(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc if part not in ("function-after", "function-before"))
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     message = error["msg"].removeprefix("Value error, ")
     path = _key_path(error["loc"])
     # top-level checks (cross-references) carry their own key path in the message
@@ -38,18 +39,23 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         raise ConfigError("\n".join(lines)) from None
 
 
-def load_config(path: str | Path) -> Config:
+def read_yaml(path: str | Path, what: str = "config") -> Any:
+    """The one YAML reader (config files, sim files): safe loading only, and a file that cannot
+    be read or parsed is a ConfigError naming it (and the line and column, when known)."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(
             f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"
         ) from None
-    return parse_config(data, str(path))
+
+
+def load_config(path: str | Path) -> Config:
+    return parse_config(read_yaml(path), str(path))

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from turnout.config.secrets import Secret
 from turnout.model.json_schema import UnusableSchema, checked
@@ -87,33 +97,20 @@ class Price(Strict):
     cached_input: float | None = Field(None, ge=0)
 
 
-class SimOutage(Strict):
-    start: Duration | Literal[0] = 0
-    end: Duration
-    status: int = 503
+# Sections of a provider's config whose schema belongs to its kind, not to this file: field ->
+# validator. The simulator's `sim:` models are the sim's (turnout/sim/schema.py), registered
+# by providers/__init__.py; until a kind has registered, its section stays raw data and the
+# kind validates it when its provider is built.
+_KIND_SECTIONS: dict[str, Callable[[Any], Any]] = {}
 
 
-class SimBehaviour(Strict):
-    """How one simulated model behaves. All randomness is seeded."""
-
-    ttft: Duration | Literal[0] = 0.0  # mean seconds to the first token
-    ttft_jitter: float = Field(0.0, ge=0)  # +/- fraction of ttft, uniform
-    tokens_per_second: float = Field(200.0, gt=0)
-    reply: str = "Hello from the simulator."
-    error_rate: dict[int, Probability] = Field(default_factory=dict)  # status -> probability
-    rate_limit_rate: Probability = 0.0  # probability of a 429
-    retry_after: float | None = None  # seconds, sent with 429s
-    ratelimit_remaining: int | None = None  # x-ratelimit-remaining-requests to report
-    ratelimit_reset: Duration = 1.0  # x-ratelimit-reset-requests to report with it
-    hang_rate: Probability = 0.0  # never answer
-    disconnect_rate: Probability = 0.0  # drop the stream mid-way
-    disconnect_after: int = Field(0, ge=0)  # chunks sent before a disconnect
-    # streams only: after this many content chunks, an in-band error event ends the stream
-    stream_error_after: int | None = Field(None, ge=0)
-    malformed_rate: Probability = 0.0  # answer JSON mode with broken JSON
-    # a model that copes with small JSON objects only: beyond this many fields it drops the rest
-    json_fields_limit: int | None = Field(None, ge=0)
-    outages: list[SimOutage] = Field(default_factory=list)
+def register_kind_section(field: str, validate: Callable[[Any], Any]) -> None:
+    """Validate ProviderConfig's `field` with `validate`: it gets the raw section and returns
+    the validated one, or raises pydantic's ValidationError (reported under the section's key
+    path, like any other config error)."""
+    if field not in ProviderConfig.model_fields:
+        raise ValueError(f"ProviderConfig has no section {field!r}")
+    _KIND_SECTIONS[field] = validate
 
 
 class ProviderConfig(Strict):
@@ -130,9 +127,16 @@ class ProviderConfig(Strict):
     model_path: str | None = None
     context_size: int = Field(4096, gt=0)
     threads: int | None = Field(None, gt=0)
-    # sim: per upstream-model behaviour, and the seed that makes it repeatable
-    sim: dict[str, SimBehaviour] = Field(default_factory=dict)
+    # sim: per upstream-model behaviour (the sim's schema: see _KIND_SECTIONS), and the seed
+    # that makes it repeatable
+    sim: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
+
+    @field_validator("sim")
+    @classmethod
+    def _kind_section(cls, value: dict[str, Any], info: ValidationInfo) -> Any:
+        validate = _KIND_SECTIONS.get(info.field_name or "")
+        return value if validate is None else validate(value)
 
     @model_validator(mode="after")
     def _check_kind(self) -> ProviderConfig:

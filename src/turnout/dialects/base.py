@@ -25,7 +25,11 @@ class StreamDecoder(Protocol):
 
 
 class UpstreamDialect(Protocol):
-    default_base_url: str | None
+    @property
+    def default_base_url(self) -> str | None:
+        """Where the upstream is when the config names no base_url (None: it must name one).
+        Read-only, so a class attribute of type str, or None, satisfies it."""
+        ...
 
     def url(self, base_url: str, upstream_model: str, stream: bool) -> str: ...
 

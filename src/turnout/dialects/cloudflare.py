@@ -196,7 +196,8 @@ def _calls(raw: Any, start: int = 0) -> list[ToolCallDelta]:
     for i, item in enumerate(raw if isinstance(raw, list) else ()):
         if not isinstance(item, Mapping):
             continue
-        function = item.get("function") if isinstance(item.get("function"), Mapping) else item
+        nested = item.get("function")
+        function: Mapping[str, Any] = nested if isinstance(nested, Mapping) else item
         arguments = function.get("arguments")
         if not isinstance(arguments, str):
             arguments = json_text(arguments) if arguments is not None else ""

@@ -1,7 +1,7 @@
 """The attempt loop: timeouts, failover, retries, stream relay, all-down behaviour."""
 
-from turnout.execute.attempts import AllTargetsFailed, Attempt, PassThroughError
+from turnout.execute.attempts import AllTargetsFailed, PassThroughError
 from turnout.execute.executor import Completion, Executor
 from turnout.execute.stream import Stream
 
-__all__ = ["AllTargetsFailed", "Attempt", "Completion", "Executor", "PassThroughError", "Stream"]
+__all__ = ["AllTargetsFailed", "Completion", "Executor", "PassThroughError", "Stream"]

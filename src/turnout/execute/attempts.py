@@ -1,19 +1,10 @@
-"""What the attempt loop reports to its callers: skipped and failed targets, final failures."""
+"""What the attempt loop reports to its callers when no answer comes: every target failed, or
+the client's own request was refused. (Each skipped or failed target is a model.Attempt.)"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from turnout.model import UpstreamError
+from turnout.model import Attempt, UpstreamError
 from turnout.routing import Plan, Target
-
-
-@dataclass(slots=True)
-class Attempt:
-    """A target that did not answer this request, and why (skipped or failed)."""
-
-    model: str
-    reason: str
 
 
 class AllTargetsFailed(Exception):

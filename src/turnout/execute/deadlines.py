@@ -41,7 +41,7 @@ class Deadlines:
         """The running loop and task, cheaply while the loop stays the same."""
         loop = self.loop
         task = asyncio.current_task(loop) if loop is not None else None
-        if task is None:  # the first use, or a new loop (tests run one per test)
+        if loop is None or task is None:  # the first use, or a new loop (one per test)
             loop = asyncio.get_running_loop()
             if loop is not self.loop:  # the old loop's deadlines and timer are gone with it
                 self.loop = loop

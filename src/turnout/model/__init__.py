@@ -2,6 +2,7 @@
 
 from turnout.model.errors import ErrorClass, UpstreamError
 from turnout.model.types import (
+    Attempt,
     Delta,
     Outcome,
     Request,
@@ -12,6 +13,7 @@ from turnout.model.types import (
 )
 
 __all__ = [
+    "Attempt",
     "Delta",
     "ErrorClass",
     "Outcome",

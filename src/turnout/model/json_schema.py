@@ -50,7 +50,8 @@ _IN_PLACE_MANY = ("allOf", "anyOf", "oneOf")
 
 
 def _refuse(uri: str) -> Resource[Any]:
-    raise NoSuchResource(ref=uri)
+    # referencing builds its exceptions with its own attrs wrapper, which mypy cannot see into
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]
 
 
 # a registry that never fetches: what is not in the schema or the bundled metaschemas is
@@ -155,7 +156,10 @@ def _pattern_properties(
             if found is None:
                 yield ValidationError(f"the pattern {pattern[:100]!r} took too long to check")
             elif found:
-                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+                # every jsonschema validator class has descend(); its Validator protocol omits it
+                yield from validator.descend(  # type: ignore[attr-defined]
+                    value, subschema, path=key, schema_path=pattern
+                )
 
 
 _TIMED_KEYWORDS = {"pattern": _pattern, "patternProperties": _pattern_properties}

@@ -68,7 +68,7 @@ class Request:
     @property
     def wants_json(self) -> bool:
         fmt = self.response_format
-        return bool(fmt) and fmt.get("type") in ("json_object", "json_schema")
+        return fmt is not None and fmt.get("type") in ("json_object", "json_schema")
 
     @property
     def json_schema(self) -> dict[str, Any] | None:
@@ -106,6 +106,15 @@ class Delta:
     def has_content(self) -> bool:
         """True once the model has produced something the client can see."""
         return bool(self.content or self.reasoning or self.tool_calls)
+
+
+@dataclass(slots=True)
+class Attempt:
+    """A target that did not answer a request, and why (skipped or failed): what routing's
+    filters and the attempt loop both report, and the x-turnout-fallback header shows."""
+
+    model: str
+    reason: str
 
 
 @dataclass(slots=True)

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from turnout.model import Request
-
-_PER_MESSAGE = 4  # role and separators, as OpenAI counts them
+from turnout.model.tokens import PER_MESSAGE, prompt_text
 
 
 @dataclass(slots=True, frozen=True)
@@ -46,25 +45,6 @@ def _has_image(content: Any) -> bool:
     )
 
 
-def prompt_text(request: Request) -> str:
-    """Everything in the prompt that costs tokens, as one string."""
-    parts: list[str] = []
-    for message in request.messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
-        for call in message.get("tool_calls") or ():
-            function = call.get("function") or {}
-            parts.append(str(function.get("name", "")) + str(function.get("arguments", "")))
-    if request.tools:
-        import orjson
-
-        parts.append(orjson.dumps(request.tools).decode())
-    return "\n".join(parts)
-
-
 @functools.cache
 def _encoding() -> Any:
     import tiktoken
@@ -78,8 +58,8 @@ def count_tokens(text: str) -> int:
 
 def prompt_upper_bound(request: Request) -> int:
     """A cheap bound no real count exceeds: one token per byte at the very most."""
-    return len(prompt_text(request).encode()) + _PER_MESSAGE * len(request.messages)
+    return len(prompt_text(request).encode()) + PER_MESSAGE * len(request.messages)
 
 
 def prompt_tokens(request: Request) -> int:
-    return count_tokens(prompt_text(request)) + _PER_MESSAGE * len(request.messages)
+    return count_tokens(prompt_text(request)) + PER_MESSAGE * len(request.messages)

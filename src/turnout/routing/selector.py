@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass
 
 from turnout.config.schema import Config
-from turnout.execute.attempts import Attempt
 from turnout.health import HealthEngine
-from turnout.model import Request
+from turnout.model import Attempt, Request
+from turnout.model.tokens import estimate_prompt_tokens
 from turnout.routing import policies
 from turnout.routing.capabilities import Needs, prompt_tokens, prompt_upper_bound
 from turnout.routing.planner import Plan, Target
@@ -164,7 +164,7 @@ class Selector:
         if policy == "weighted":
             return policies.weighted(targets, weights, self.rng)
         if policy in ("cheapest", "fastest"):
-            tokens = prompt if prompt is not None else prompt_upper_bound(request) // 4
+            tokens = prompt if prompt is not None else estimate_prompt_tokens(request)
             if policy == "cheapest":
                 return policies.cheapest(targets, tokens, request.max_tokens or 256)
             return policies.fastest(targets, self.health, tokens)

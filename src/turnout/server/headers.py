@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from turnout.execute import Attempt
+from turnout.model import Attempt
 
 
 def turnout_headers(

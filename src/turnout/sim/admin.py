@@ -8,9 +8,9 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from turnout.config.schema import SimBehaviour
 from turnout.sim import wire
 from turnout.sim.behaviour import describe_errors
+from turnout.sim.schema import SimBehaviour
 from turnout.sim.state import STATE
 
 

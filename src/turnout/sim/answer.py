@@ -7,15 +7,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from turnout.model import Request
+from turnout.model.tokens import estimate_prompt_tokens
 from turnout.sim import wire
-from turnout.sim.content import (
-    estimate_prompt_tokens,
-    json_reply,
-    malformed,
-    pick_tool,
-    split_pieces,
-    tool_arguments,
-)
+from turnout.sim.content import json_reply, malformed, pick_tool, split_pieces, tool_arguments
 
 
 def wants_json(body: dict[str, Any]) -> bool:
@@ -84,7 +79,13 @@ def plan_answer(
 ) -> Answer:
     """`tokens` is the behaviour's reply already split; `broken` asks for malformed JSON."""
     messages = body.get("messages")
-    prompt_tokens = estimate_prompt_tokens(messages if isinstance(messages, list) else [])
+    tools = body.get("tools")
+    prompt = Request(
+        model="",
+        messages=messages if isinstance(messages, list) else [],
+        tools=tools if isinstance(tools, list) else None,
+    )
+    prompt_tokens = estimate_prompt_tokens(prompt)
     tool = pick_tool(body.get("tools"), body.get("tool_choice"))
     if tool is not None:
         arguments = tool_arguments(tool)

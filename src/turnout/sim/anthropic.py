@@ -14,20 +14,20 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from aiohttp import web
 
-from turnout.config.schema import SimBehaviour
 from turnout.dialects.anthropic.ingress import INGRESS, AnthropicStreamEncoder
 from turnout.dialects.errors import InvalidRequest
 from turnout.model import Delta, Response, ToolCall, ToolCallDelta, Usage
 from turnout.sim import wire
 from turnout.sim.answer import Answer, plan_answer, wants_json
-from turnout.sim.app import (
+from turnout.sim.behaviour import Fault
+from turnout.sim.pacing import (
     hold_until_gone,
     send_stream,
     tracked,
     whole_answer_arrives,
     with_stream_error,
 )
-from turnout.sim.behaviour import Fault
+from turnout.sim.schema import SimBehaviour
 from turnout.sim.state import Draw, ModelState, SimState
 
 # Anthropic's words for each status (https://docs.claude.com/en/api/errors)

@@ -8,11 +8,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError
 
-from turnout.config.load import ConfigError
-from turnout.config.schema import SimBehaviour, Strict
+from turnout.config.load import ConfigError, read_yaml
+from turnout.config.schema import Strict
+from turnout.sim.schema import SimBehaviour
 
 __all__ = [
     "Fault",
@@ -109,17 +109,4 @@ def load_sim_file(path: str | Path) -> tuple[dict[str, SimBehaviour], int]:
 
     Raises ConfigError naming the file and the key path.
     """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read sim file: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(
-            f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"
-        ) from None
-    return parse_sim(data, str(path))
+    return parse_sim(read_yaml(path, "sim file"), str(path))

@@ -1,5 +1,5 @@
-"""What a simulated model says: reply tokens, JSON-mode objects, tool-call arguments, and a
-deterministic prompt-token estimate. Pure functions, no randomness."""
+"""What a simulated model says: reply tokens, JSON-mode objects and tool-call arguments. Pure
+functions, no randomness. (Prompt tokens: the gateway's own estimate, model/tokens.py.)"""
 
 from __future__ import annotations
 
@@ -21,22 +21,6 @@ def split_reply(text: str) -> list[str]:
 def split_pieces(text: str) -> list[str]:
     """JSON text has no spaces to split on: cut it into short fixed-size pieces instead."""
     return [text[i : i + _PIECE] for i in range(0, len(text), _PIECE)]
-
-
-def estimate_prompt_tokens(messages: list[Any]) -> int:
-    """~chars/4 of the message contents (text parts only): cheap and repeatable."""
-    chars = 0
-    for message in messages:
-        if not isinstance(message, dict):
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    chars += len(part["text"])
-    return max(1, (chars + 3) // 4)
 
 
 def _resolve(root: dict[str, Any], ref: str) -> Any:

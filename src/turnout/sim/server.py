@@ -8,8 +8,8 @@ from typing import Self
 
 from aiohttp import web
 
-from turnout.config.schema import SimBehaviour
 from turnout.sim.app import make_sim_app
+from turnout.sim.schema import SimBehaviour
 from turnout.sim.state import STATE, SimState
 
 # handlers are cancelled on shutdown, so this only bounds a misbehaving one

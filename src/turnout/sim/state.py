@@ -11,10 +11,10 @@ from typing import Any
 
 from aiohttp import web
 
-from turnout.config.schema import SimBehaviour
 from turnout.sim import wire
 from turnout.sim.behaviour import Fault, FaultTable, fault_table, model_rng
 from turnout.sim.content import split_reply
+from turnout.sim.schema import SimBehaviour
 
 
 @dataclass(slots=True)

@@ -194,8 +194,8 @@ class Store(ABC):
                     unencodable.append((row, exc))
             if encoded:
                 await self._insert_or_split(encoded, bad)
-            for row, exc in unencodable:
-                await self._insert_sanitised(row, exc, bad)
+            for row, error in unencodable:
+                await self._insert_sanitised(row, error, bad)
             self._last_write = time.monotonic()
         except BaseException:
             # transient failure (or cancellation): everything not known bad goes back in front,

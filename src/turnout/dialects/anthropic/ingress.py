@@ -309,7 +309,7 @@ class AnthropicStreamEncoder:
         self._usage: Usage | None = None
 
     def start(self) -> bytes:
-        message = {
+        message: dict[str, Any] = {
             "id": self._id,
             "type": "message",
             "role": "assistant",

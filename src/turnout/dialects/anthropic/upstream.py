@@ -325,7 +325,8 @@ class AnthropicStreamDecoder:
         self.finished = False
         self._json_tool = json_tool
         # content block index -> (kind, the tool call's ordinal, whether arguments came)
-        self._blocks: dict[int, list[Any]] = {}
+        # by block index; None for a block whose index is missing (its deltas say none too)
+        self._blocks: dict[int | None, list[Any]] = {}
         self._calls = 0  # client tool calls so far: OpenAI's tool index is their ordinal
         self._usage: dict[str, Any] = {}
 

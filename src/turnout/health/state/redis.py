@@ -60,7 +60,7 @@ class RedisStore(StateStore):
         assert self._redis is not None and self._apply is not None
         documents = await self._redis.hgetall(self.hash_key)
         for key, raw in documents.items():
-            self._apply(key.decode(), orjson.loads(raw))
+            self._apply(key.decode() if isinstance(key, bytes) else key, orjson.loads(raw))
         if not self._connected:
             log.info("health state shared through Redis at %s", _safe_url(self.url))
         self._connected = True
@@ -89,7 +89,9 @@ class RedisStore(StateStore):
                 batch, self._pending = self._pending, {}
                 try:
                     async with self._redis.pipeline(transaction=False) as pipe:
-                        pipe.hset(self.hash_key, mapping=batch)
+                        # redis-py types the mapping's keys as one invariant union, so it
+                        # refuses a dict[str, bytes] it accepts at run time
+                        pipe.hset(self.hash_key, mapping=batch)  # type: ignore[arg-type]
                         for key, raw in batch.items():
                             message = b'{"origin":"%s","key":"%s","doc":%s}' % (
                                 self.origin.encode(),
@@ -135,7 +137,8 @@ class RedisStore(StateStore):
                 await task
         if self._pending and self._connected and self._redis is not None:
             with contextlib.suppress(RedisError, OSError):
-                await self._redis.hset(self.hash_key, mapping=self._pending)
+                # (redis-py's mapping type: see _write)
+                await self._redis.hset(self.hash_key, mapping=self._pending)  # type: ignore[arg-type]
         if self._redis is not None:
             await self._redis.aclose()
 
