@@ -16,6 +16,8 @@ def safe_text(value: str, limit: int) -> str:
     """`value` as text every database takes: valid UTF-8 (undecodable bytes and lone
     surrogates become U+FFFD), no NULs (PostgreSQL refuses them), at most `limit`
     characters (a longer value is cut, with a marker saying how much was cut)."""
+    if value.isascii() and len(value) <= limit and "\x00" not in value:
+        return value  # the usual case, on every request's path
     if not value.isascii():
         # aiohttp decodes header bytes with surrogateescape: get the bytes back, then decode
         # them leniently; any other lone surrogate is replaced
@@ -30,10 +32,6 @@ def safe_text(value: str, limit: int) -> str:
         marker = _CUT.format(len(value) - limit)
         value = value[: limit - len(marker)] + marker
     return value
-
-
-def _safe_optional(value: str | None, limit: int) -> str | None:
-    return None if value is None else safe_text(str(value), limit)
 
 
 @dataclass(slots=True)
@@ -68,16 +66,17 @@ class LedgerRow:
         return self.baseline_cost_usd - self.cost_usd
 
     def bound_text(self) -> None:
-        """Make every text field safe to store and bounded (see safe_text): client input
-        reaches route, session and error, and upstream input the attempts' reasons."""
-        self.route = safe_text(str(self.route), NAME_LIMIT)
-        self.session = _safe_optional(self.session, NAME_LIMIT)
-        self.error = _safe_optional(self.error, ERROR_LIMIT)
-        self.model = _safe_optional(self.model, NAME_LIMIT)
-        self.provider = _safe_optional(self.provider, NAME_LIMIT)
-        self.key_id = _safe_optional(self.key_id, NAME_LIMIT)
-        self.dialect = safe_text(str(self.dialect), NAME_LIMIT)
-        self.outcome = safe_text(str(self.outcome), NAME_LIMIT)
+        """Make the text fields that come from outside safe to store and bounded (see
+        safe_text): client input reaches route, session and error, upstream input the error
+        and the attempts' reasons. The others (model, provider, key id, dialect, outcome)
+        are the gateway's own names, from its config and code."""
+        self.route = safe_text(self.route, NAME_LIMIT)
+        if self.session is not None:
+            self.session = safe_text(self.session, NAME_LIMIT)
+        if self.error is not None:
+            self.error = safe_text(self.error, ERROR_LIMIT)
+        if not self.attempts:
+            return
         self.attempts = [
             {
                 str(name): safe_text(str(value), ERROR_LIMIT) if isinstance(value, str) else value

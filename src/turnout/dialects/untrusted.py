@@ -22,6 +22,8 @@ _MAX_COUNT = 2**53
 
 def mapping(value: Any) -> Mapping[str, Any]:
     """`value` if it is an object, else an empty one."""
+    if type(value) is dict:  # what orjson makes: skips the slower check against the ABC
+        return value
     return value if isinstance(value, Mapping) else {}
 
 
@@ -38,6 +40,8 @@ def text(value: Any) -> str | None:
 def count(value: Any) -> int:
     """A token count or timestamp: a non-negative int (integral floats and digit strings are
     accepted, as providers send them), 0 for anything else."""
+    if type(value) is int:  # the usual case, on every answer's path
+        return value if 0 <= value < _MAX_COUNT else 0
     if isinstance(value, bool):
         return 0
     if isinstance(value, str) and value.strip().isdigit():

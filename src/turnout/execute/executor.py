@@ -22,13 +22,23 @@ from typing import TypeVar
 
 from turnout.execute import guard
 from turnout.execute.accumulate import Accumulator, replay
-from turnout.execute.attempts import AllTargetsFailed, Attempt, PassThroughError
+from turnout.execute.attempts import AllTargetsFailed, PassThroughError
 from turnout.execute.deadlines import Deadlines
 from turnout.execute.failures import backoff_delay, should_retry_same_target, timeout_error
 from turnout.execute.stale import StaleCache
 from turnout.execute.stream import Stream, close_quietly
 from turnout.health import HealthEngine
-from turnout.model import Delta, ErrorClass, Outcome, Request, Response, UpstreamError, Usage
+from turnout.model import (
+    Attempt,
+    Delta,
+    ErrorClass,
+    Outcome,
+    Request,
+    Response,
+    UpstreamError,
+    Usage,
+)
+from turnout.model.tokens import estimate_prompt_tokens
 from turnout.providers.base import Call
 from turnout.routing import Plan, Target
 
@@ -57,18 +67,6 @@ class Completion:
     tries: int
     stale_age: float | None = None  # set when this is a stored answer
     validated: bool = False  # the output guard checked this answer
-
-
-def estimate_prompt_tokens(request: Request) -> int:
-    """A cheap prompt-size estimate (about four characters a token) for rate-limit checks."""
-    chars = 0
-    for message in request.messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):
-            chars += sum(len(str(p.get("text", ""))) for p in content if isinstance(p, dict))
-    return chars // 4 + 4 * len(request.messages)
 
 
 def _rewritten(deltas: list[Delta], content: str) -> list[Delta]:
@@ -309,6 +307,7 @@ class Executor:
                 deadline,
                 keep,
                 self.deadlines,
+                first_token_at=started + ttft,
             )
         await close_quietly(source)
         elapsed = time.perf_counter() - t0

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from turnout.execute.accumulate import Accumulator
-from turnout.execute.attempts import Attempt
 from turnout.execute.deadlines import Deadlines
 from turnout.execute.failures import timeout_error
-from turnout.model import Delta, UpstreamError, Usage
+from turnout.model import Attempt, Delta, UpstreamError, Usage
 from turnout.routing import Target
 
 # called once when the stream ends: (error or None, usage, the assembled answer if kept)
@@ -42,11 +41,15 @@ class Stream:
         keep: bool = False,
         deadlines: Deadlines | None = None,
         stale_age: float | None = None,
+        first_token_at: float | None = None,
     ) -> None:
         self.target = target
         self.attempts = attempts
         self.tries = tries
         self.stale_age = stale_age  # set when this is a stored answer replayed
+        # epoch seconds when the executor received the first token (the commit): the stream's
+        # time to first token is measured there, not when the client is sent what was buffered
+        self.first_token_at = first_token_at
         self._buffered = buffered
         self._source = source if source is not None else _no_more()
         self._finish = finish
@@ -54,7 +57,7 @@ class Stream:
         self._deadlines = deadlines or Deadlines()
         self._accumulator = Accumulator() if keep else None
 
-    async def deltas(self) -> AsyncIterator[Delta]:
+    async def deltas(self) -> AsyncGenerator[Delta, None]:
         """Every delta of the answer. A failure after content was sent raises UpstreamError;
         the caller tells the client explicitly, never a silent truncation. A client that
         goes away (the generator is closed) is not counted against the model."""

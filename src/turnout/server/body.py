@@ -30,7 +30,9 @@ class BodyError(Exception):
 
 def _codings(header: str | None) -> list[str]:
     """The content codings applied, in order; 415 for one this gateway cannot undo."""
-    codings = [c.strip().lower() for c in (header or "").split(",") if c.strip()]
+    if not header:
+        return []  # the usual request: plain
+    codings = [c.strip().lower() for c in header.split(",") if c.strip()]
     codings = [c for c in codings if c != "identity"]
     unknown = [c for c in codings if c not in _CODINGS]
     if unknown:

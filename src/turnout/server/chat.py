@@ -17,12 +17,12 @@ from turnout.accounting.auth import AuthError, Identity
 from turnout.accounting.records import LedgerRow
 from turnout.dialects.base import IngressDialect
 from turnout.dialects.errors import InvalidRequest
-from turnout.execute import AllTargetsFailed, Attempt, PassThroughError
+from turnout.execute import AllTargetsFailed, PassThroughError
 from turnout.execute.accumulate import Accumulator
-from turnout.execute.executor import estimate_prompt_tokens
 from turnout.execute.stream import Stream
 from turnout.gateway import Gateway
-from turnout.model import Request, Response, UpstreamError, Usage
+from turnout.model import Attempt, Request, Response, UpstreamError, Usage
+from turnout.model.tokens import estimate_prompt_tokens
 from turnout.routing import Plan, Target
 from turnout.routing.selector import POLICIES, NoCapableTarget
 from turnout.server.body import BodyError, read_body
@@ -101,8 +101,11 @@ class ChatHandler:
         )
 
     async def __call__(self, http: web.Request) -> web.StreamResponse:
-        with self.inflight.track():
+        task = self.inflight.enter()
+        try:
             return await self._handle(http)
+        finally:
+            self.inflight.leave(task)
 
     async def _handle(self, http: web.Request) -> web.StreamResponse:
         row = LedgerRow(
@@ -326,7 +329,6 @@ class ChatHandler:
             return response
         row.status = 200
         row.outcome = "client_closed"  # until the stream ends well
-        started = time.perf_counter()
         encoder = self.ingress.stream_encoder(request, target.name)
         usage: Usage | None = None
         pieces = 0
@@ -340,7 +342,10 @@ class ChatHandler:
                     if kept is not None:
                         kept.add(delta)
                     if row.ttft_ms is None and delta.has_content:
-                        row.ttft_ms = (time.perf_counter() - started) * 1000
+                        # the client's wait: from its request's arrival to the first token the
+                        # executor received (failed attempts before it included)
+                        first = stream.first_token_at or time.time()
+                        row.ttft_ms = (first - row.started_at) * 1000
                     if delta.usage is not None:
                         usage = delta.usage
                     pieces += 1 if delta.content else 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
 
 CLIENT_CLOSED = 499  # nginx's status for a client that hung up before its answer
 
@@ -20,25 +19,28 @@ class InFlight:
         self._tasks: set[asyncio.Task[object]] = set()
         self._cut: set[asyncio.Task[object]] = set()
         self._idle: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __len__(self) -> int:
         return len(self._tasks)
 
-    @contextlib.contextmanager
-    def track(self) -> Iterator[None]:
-        """Around one request's handling (in its own task)."""
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - aiohttp always runs handlers in a task
-            yield
-            return
-        self._tasks.add(task)
-        try:
-            yield
-        finally:
+    def enter(self) -> asyncio.Task[object] | None:
+        """A request's handling starts (in its own task); pair with leave() in a finally.
+        Two calls rather than a context manager: this is on every request's path. The loop
+        is named, because finding the running loop costs a getpid() on Python 3.11."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task(self._loop)
+        if task is not None:  # (aiohttp always runs handlers in a task)
+            self._tasks.add(task)
+        return task
+
+    def leave(self, task: asyncio.Task[object] | None) -> None:
+        if task is not None:
             self._tasks.discard(task)
             self._cut.discard(task)
-            if not self._tasks and self._idle is not None:
-                self._idle.set()
+        if self._idle is not None and not self._tasks:
+            self._idle.set()
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no request is in flight, at most `timeout` seconds; True if none is."""

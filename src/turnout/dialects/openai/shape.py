@@ -95,6 +95,10 @@ def messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(items, list) or not items:
         raise InvalidRequest("'messages' must be a non-empty array", "messages")
     for i, message in enumerate(items):
+        if type(message) is dict and len(message) == 2 and type(message.get("content")) is str:
+            role = message.get("role")
+            if type(role) is str and role in ROLES:
+                continue  # the usual message, {role, content: text}: nothing more to check
         path = f"messages[{i}]"
         message = _object(message, path)
         role = message.get("role")

@@ -55,7 +55,7 @@ def encode_request(request: Request, upstream_model: str, stream: bool) -> dict[
 
 
 def decode_usage(raw: Any) -> Usage | None:
-    if not raw or not isinstance(raw, Mapping):
+    if not raw or not isinstance(raw, (dict, Mapping)):
         return None
     prompt_details = mapping(raw.get("prompt_tokens_details"))
     completion_details = mapping(raw.get("completion_tokens_details"))
