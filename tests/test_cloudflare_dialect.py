@@ -22,11 +22,12 @@ import orjson
 import pytest
 from aiohttp import web
 
-from turnout.config.schema import ProviderConfig, Timeouts
+from turnout.config.schema import Timeouts
 from turnout.dialects.cloudflare import CloudflareStreamDecoder, CloudflareUpstream
 from turnout.dialects.sse import SSEEvent, SSEParser
 from turnout.model import Delta, ErrorClass, Request, UpstreamError, Usage
 from turnout.providers.base import Call
+from turnout.providers.cloudflare import CloudflareConfig
 from turnout.providers.http import HTTPProvider
 
 MODEL = "@cf/meta/llama-3.1-8b-instruct"
@@ -523,7 +524,7 @@ async def workers_ai(
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     monkeypatch.setenv("TURNOUT_TEST_CF_TOKEN", "cf-secret-token-0123")
-    config = ProviderConfig(
+    config = CloudflareConfig(
         kind="cloudflare",
         base_url=f"http://127.0.0.1:{port}/client/v4/accounts/acc123/ai/run",
         api_key="${TURNOUT_TEST_CF_TOKEN}",

@@ -16,10 +16,10 @@ import pytest
 from aiohttp import web
 
 from turnout.config import ConfigError
-from turnout.config.schema import ProviderConfig, Timeouts
+from turnout.config.schema import Timeouts
 from turnout.model import Request
 from turnout.providers.base import Call
-from turnout.providers.sim import SimProvider
+from turnout.providers.sim import SimConfig, SimProvider
 from turnout.sim import load_sim_file, make_sim_app
 from turnout.sim.schema import SimBehaviour
 from turnout.sim.state import STATE
@@ -527,13 +527,13 @@ def test_the_sim_section_is_the_sims_schema_checked_with_the_config() -> None:
 
 def test_sim_provider_checks_a_section_the_config_did_not() -> None:
     # built straight from a raw section (no config load): the provider checks it itself
-    config = ProviderConfig.model_construct(kind="sim", sim={"m": {"ttft": "soon"}}, seed=0)
+    config = SimConfig.model_construct(kind="sim", sim={"m": {"ttft": "soon"}}, seed=0)
     with pytest.raises(ConfigError, match=r"^providers\.up\.sim\.m\.ttft: 'soon' is not"):
         SimProvider("up", config)
 
 
 async def test_sim_provider_serves_over_http() -> None:
-    config = ProviderConfig(kind="sim", seed=1, sim={"up-1": SimBehaviour(reply="via provider")})
+    config = SimConfig(kind="sim", seed=1, sim={"up-1": SimBehaviour(reply="via provider")})
     provider = SimProvider("sim", config)
     await provider.start()
     try:

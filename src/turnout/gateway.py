@@ -37,7 +37,7 @@ class Gateway:
         store = make_store(config.state.backend, config.state.url, config.state.prefix)
         self.health = HealthEngine(config.health, store)
         self.executor = Executor(self.health)
-        self.selector = Selector(config, self.health)
+        self.selector = Selector(self.health)
         for name, model in config.models.items():
             self.health.register(name, model.provider)
         self.accounting = Accounting(config)

@@ -27,6 +27,7 @@ from turnout.accounting.limits import FailureLimiter
 from turnout.accounting.records import KeyRecord
 from turnout.accounting.store.base import Store
 from turnout.config.schema import Config, JWTConfig, is_loopback
+from turnout.model.errors import GatewayError
 
 log = logging.getLogger("turnout.auth")
 
@@ -37,19 +38,14 @@ _MISS_TTL = 2.0  # an unknown key is not looked up in the store again for this l
 _ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
 
 
-class AuthError(Exception):
+class AuthError(GatewayError):
+    """The caller is not who it must be (401), may not do this (403) or is blocked (429)."""
+
     def __init__(
         self, status: int, message: str, code: str, headers: dict[str, str] | None = None
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.headers = headers or {}
-
-    @property
-    def error_type(self) -> str:
-        return _ERROR_TYPES.get(self.status, "authentication_error")
+        error_type = _ERROR_TYPES.get(status, "authentication_error")
+        super().__init__(status, message, code=code, error_type=error_type, headers=headers)
 
 
 @dataclass(slots=True, frozen=True)

@@ -2,24 +2,51 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import re
 import sys
 
 from turnout.config import Config, ConfigError, load_config
 from turnout.config.defaults import default_config
 from turnout.config.secrets import Secret, SecretRedactor
 
-# the provider kinds register the config sections they validate themselves (the sim's `sim:`),
-# so that every command's config is checked whole when it loads
+# the built-in provider kinds register their config models on import, so that every
+# command's config is checked whole, each provider section by its kind's model
 import turnout.providers  # noqa: F401  isort: skip
+
+# and routing its policy names, so that a route's `policy:` is checked when the config loads
+from turnout import routing  # noqa: F401  isort: skip
+
+
+# a dotted module name and nothing else: no paths, no files, no code
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
+
+
+def import_plugins(names: str | None) -> None:
+    """Import the modules named in TURNOUT_PLUGINS (comma-separated), before the config loads:
+    a provider kind outside turnout registers itself on import (providers/registry.py), so
+    configs may then name it. Only importable module names are accepted; a name that is not
+    one, or a module that fails to import, is a ConfigError."""
+    for name in filter(None, (part.strip() for part in (names or "").split(","))):
+        if not _MODULE_NAME.fullmatch(name):
+            raise ConfigError(f"TURNOUT_PLUGINS: {name!r} is not a module name like pkg.module")
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - any failure of a plugin is a config error
+            raise ConfigError(
+                f"TURNOUT_PLUGINS: cannot import {name}: {type(exc).__name__}: {exc}"
+            ) from None
 
 
 def config_from_args(path: str | None) -> Config | None:
-    """The config named on the command line or in TURNOUT_CONFIG, else the embedded defaults.
-    Prints the error and returns None when the config is unusable."""
+    """The config named on the command line or in TURNOUT_CONFIG, else the embedded defaults,
+    after the plugins in TURNOUT_PLUGINS. Prints the error and returns None when the config
+    is unusable."""
     path = path or os.environ.get("TURNOUT_CONFIG")
     try:
+        import_plugins(os.environ.get("TURNOUT_PLUGINS"))
         return load_config(path) if path else default_config()
     except ConfigError as exc:
         print(f"turnout: config error\n{exc}", file=sys.stderr)

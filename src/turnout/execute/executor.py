@@ -207,7 +207,7 @@ class Executor:
                         self.health.record(outcome)
                     return result
                 error = result
-                if error.error_class is ErrorClass.CLIENT_ERROR:
+                if not error.error_class.fails_over:  # model.errors.POLICY
                     raise PassThroughError(error, attempts, target, progress.tries)
                 if not should_retry_same_target(error, attempt, plan.retry, plan.guard_retries):
                     break

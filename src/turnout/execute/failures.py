@@ -4,16 +4,7 @@ from __future__ import annotations
 
 from turnout.config.schema import RetryConfig
 from turnout.model import ErrorClass, UpstreamError
-
-# failures worth another try at the same model (transient by nature)
-_TRANSIENT = {
-    ErrorClass.RATE_LIMITED,
-    ErrorClass.OVERLOADED,
-    ErrorClass.SERVER_ERROR,
-    ErrorClass.TIMEOUT,
-    ErrorClass.CONNECTION,
-    ErrorClass.STREAM_BROKEN,
-}
+from turnout.model.errors import POLICY
 
 
 def timeout_error(which: str) -> UpstreamError:
@@ -23,9 +14,12 @@ def timeout_error(which: str) -> UpstreamError:
 def should_retry_same_target(
     error: UpstreamError, attempt: int, retry: RetryConfig, guard_retries: int = 0
 ) -> bool:
+    if not POLICY[error.error_class].retry_same_target:
+        return False
     if error.error_class is ErrorClass.INVALID_OUTPUT:
-        return attempt < guard_retries  # models often get it right on a second try
-    if attempt + 1 >= retry.attempts or error.error_class not in _TRANSIENT:
+        # the output guard's own budget: models often get it right on a second try
+        return attempt < guard_retries
+    if attempt + 1 >= retry.attempts:
         return False
     # a Retry-After longer than we are willing to wait: the next target is the better bet
     return error.retry_after is None or error.retry_after <= retry.max_backoff

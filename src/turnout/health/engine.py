@@ -1,6 +1,6 @@
 """The health engine: each model's state, derived only from attempt outcomes.
 
-Error classes drive different reactions:
+Error classes drive different reactions (which count against health: `model.errors.POLICY`):
 - server_error, overloaded, timeout, connection, stream_broken, invalid_output: health
   failures, counted by the model's circuit breaker;
 - rate_limited: not a failure; the model cools down until max(Retry-After, the reset of the
@@ -27,20 +27,11 @@ from turnout.health.latency import LatencyStats
 from turnout.health.ratelimits import RateLimits
 from turnout.health.state import MemoryStore, StateStore
 from turnout.model import ErrorClass, Outcome
+from turnout.model.errors import POLICY
 
 log = logging.getLogger("turnout.health")
 
 _WINDOW = 200  # recent attempts kept per model for its error rate
-FAILURES = frozenset(
-    {
-        ErrorClass.SERVER_ERROR,
-        ErrorClass.OVERLOADED,
-        ErrorClass.TIMEOUT,
-        ErrorClass.CONNECTION,
-        ErrorClass.STREAM_BROKEN,
-        ErrorClass.INVALID_OUTPUT,
-    }
-)
 
 
 def model_scoped(status: int | None) -> bool:
@@ -257,7 +248,7 @@ class HealthEngine:
             "message": outcome.message,
             "at": outcome.started,
         }
-        if error_class in FAILURES:
+        if error_class is not None and POLICY[error_class].counts_against_health:
             health.recent.append(False)
             health.failures += 1
             if health.breaker.on_failure(now):

@@ -1,9 +1,9 @@
-"""Transports to upstream models: pooled HTTP, the in-process local model, the simulator."""
+"""Transports to upstream models (pooled HTTP, the in-process local model, the simulator) and
+the provider kinds built on them: one module per kind, registered by name (registry.py)."""
 
-from turnout.config.schema import register_kind_section
-from turnout.sim.schema import sim_models
+# Importing the layer registers every built-in kind, so that no config is validated, nor
+# provider built, without them. A kind outside this package registers itself the same way
+# when its module is imported (`TURNOUT_PLUGINS`, cli/common.py).
+from turnout.providers import anthropic, cloudflare, gemini, local, openai, sim
 
-# Kind `sim`: its `sim:` section is the simulator's own schema, checked when a config loads
-# (with key paths, like the rest of it). Registered here, on the first import of anything
-# of this layer, so that no provider can be built from a config validated without it.
-register_kind_section("sim", sim_models)
+__all__ = ["anthropic", "cloudflare", "gemini", "local", "openai", "sim"]

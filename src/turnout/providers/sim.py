@@ -3,20 +3,36 @@ other OpenAI-compatible upstream, so the whole client path (pool, SSE, errors) i
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
 
 from turnout.config.load import ConfigError
 from turnout.config.schema import ProviderConfig
 from turnout.providers.http import HTTPProvider
+from turnout.providers.registry import register
 from turnout.sim.behaviour import describe_errors
 from turnout.sim.schema import SimBehaviour, sim_models
 from turnout.sim.server import SimServer
 
 
-def behaviours(name: str, config: ProviderConfig) -> dict[str, SimBehaviour]:
-    """The provider's `sim:` section as behaviours. Normally validated with the config (this
-    package registers it); a config validated before this package was first imported, or
-    built without validation, still holds the raw section: checked here, same key paths."""
+class SimConfig(ProviderConfig):
+    kind: Literal["sim"] = "sim"
+    # per upstream-model behaviour, in the sim's own schema (turnout/sim/schema.py), checked
+    # with the config so its errors carry their key path; and the seed that makes it repeatable
+    sim: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+
+    @field_validator("sim")
+    @classmethod
+    def _sim_models(cls, value: dict[str, Any]) -> dict[str, SimBehaviour]:
+        return sim_models(value)
+
+
+def behaviours(name: str, config: SimConfig) -> dict[str, SimBehaviour]:
+    """The provider's `sim:` section as behaviours. Validated with the config; a config built
+    without validation (model_construct) still holds the raw section: checked here, same
+    key paths."""
     try:
         return sim_models(config.sim)
     except ValidationError as exc:
@@ -25,7 +41,9 @@ def behaviours(name: str, config: ProviderConfig) -> dict[str, SimBehaviour]:
 
 
 class SimProvider(HTTPProvider):
-    def __init__(self, name: str, config: ProviderConfig) -> None:
+    config: SimConfig
+
+    def __init__(self, name: str, config: SimConfig) -> None:
         super().__init__(name, config)
         self.sim = SimServer(behaviours(name, config), config.seed, host="127.0.0.1", port=0)
 
@@ -37,3 +55,6 @@ class SimProvider(HTTPProvider):
     async def close(self) -> None:
         await super().close()
         await self.sim.close()
+
+
+register("sim", SimConfig, SimProvider)

@@ -1,27 +1,27 @@
-"""Turns the `model` a client named into a plan: the route and its ordered targets.
+"""Turns the `model` a client named into a plan: the route, its ordered targets and the
+objects that order them per request (its policy and session consistency).
 
 A route name gives its targets in order (failover); a model name forces that one model.
-Plans are built once at start, so planning a request is one dictionary lookup.
+Plans are built once at start, so planning a request is one dictionary lookup and selecting
+never reads the config.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from turnout.accounting.prices import price_of
-from turnout.config.schema import Config, ModelConfig, Price, RetryConfig, Timeouts
+from turnout.config.load import ConfigError
+from turnout.config.schema import Config, ModelConfig, Price, RetryConfig, RouteConfig, Timeouts
 from turnout.providers.base import Provider
+from turnout.routing.policies import POLICIES, Policy, Priority, build_policies
+from turnout.routing.sessions import SessionConsistency
+from turnout.routing.targets import Target
 
-
-@dataclass(slots=True, frozen=True)
-class Target:
-    name: str  # the model's key in config
-    model: ModelConfig
-    provider: Provider
-    upstream_model: str
-    timeouts: Timeouts
-    price: Price  # config's, or the default table's
+_IN_ORDER = Priority()  # a forced model's plan: one target, nothing to order
 
 
 @dataclass(slots=True, frozen=True)
@@ -36,6 +36,10 @@ class Plan:
     guard_retries: int = 0  # invalid JSON: tries again on the same model first
     buffer_streams: bool = False  # validate streamed JSON answers before sending them
     baseline: Price | None = None  # savings are counted against this price
+    policy: Policy = _IN_ORDER  # the route's configured policy
+    # every registered policy built for this route: what an admin's override header names
+    policies: Mapping[str, Policy] = field(default_factory=dict)
+    consistency: SessionConsistency | None = None  # session stickiness, after the policy
 
 
 def _timeouts(base: Timeouts, model: ModelConfig) -> Timeouts:
@@ -44,12 +48,16 @@ def _timeouts(base: Timeouts, model: ModelConfig) -> Timeouts:
 
 
 class Planner:
-    def __init__(self, config: Config, providers: dict[str, Provider]) -> None:
+    def __init__(
+        self, config: Config, providers: dict[str, Provider], seed: int | None = None
+    ) -> None:
         self.plans: dict[str, Plan] = {}
+        rng = random.Random(seed)  # the weighted draws of every route
         for name, route in config.routes.items():
             targets = tuple(
                 self._target(t, config.models[t], providers, route.timeout) for t in route.targets
             )
+            policies = _route_policies(name, route, rng)
             self.plans[name] = Plan(
                 name,
                 targets,
@@ -64,6 +72,11 @@ class Planner:
                     if route.baseline
                     else None
                 ),
+                policy=policies[route.policy],
+                policies=policies,
+                consistency=SessionConsistency(name, route.consistency)
+                if route.consistency
+                else None,
             )
         for name, model in config.models.items():
             target = self._target(name, model, providers, Timeouts())
@@ -84,3 +97,13 @@ class Planner:
 
     def plan(self, requested: str) -> Plan | None:
         return self.plans.get(requested)
+
+
+def _route_policies(name: str, route: RouteConfig, rng: random.Random) -> dict[str, Policy]:
+    # config checks the name when routing is imported before it loads (cli does); this is for
+    # a config validated without it
+    if route.policy not in POLICIES:
+        raise ConfigError(
+            f"routes.{name}.policy: must be one of {', '.join(POLICIES)}, not {route.policy!r}"
+        )
+    return build_policies(route, rng)

@@ -8,31 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import random
-import time
 from dataclasses import dataclass
 
-from turnout.config.schema import Config
 from turnout.health import HealthEngine
 from turnout.model import Attempt, Request
-from turnout.model.tokens import estimate_prompt_tokens
-from turnout.routing import policies
+from turnout.model.errors import GatewayError
 from turnout.routing.capabilities import Needs, prompt_tokens, prompt_upper_bound
-from turnout.routing.planner import Plan, Target
-from turnout.routing.sessions import SessionMap
+from turnout.routing.planner import Plan
+from turnout.routing.targets import Target
 
-POLICIES = ("priority", "weighted", "cheapest", "fastest")
 _COUNT_OFF_LOOP = 256 * 1024  # prompts larger than this (bytes) are counted on a thread
 
 
-class NoCapableTarget(Exception):
-    """No target of the plan can serve this request at all."""
+class NoCapableTarget(GatewayError):
+    """No target of the plan can serve this request at all: the client's 400."""
 
     def __init__(self, message: str, code: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.param = param
+        super().__init__(400, message, code=code, param=param)
 
 
 @dataclass(slots=True)
@@ -42,15 +34,10 @@ class Selection:
 
 
 class Selector:
-    def __init__(self, config: Config, health: HealthEngine, seed: int | None = None) -> None:
-        self.config = config
+    """Reads only the plan (built once from the config) and health: never the config."""
+
+    def __init__(self, health: HealthEngine) -> None:
         self.health = health
-        self.rng = random.Random(seed)
-        self.sessions = {
-            name: SessionMap(route.consistency.ttl)
-            for name, route in config.routes.items()
-            if route.consistency
-        }
 
     async def select(self, plan: Plan, request: Request) -> Selection:
         if plan.output_schema is not None and request.response_format is None:
@@ -72,22 +59,21 @@ class Selector:
             targets = [t for t in targets if t.name not in {a.model for a in skipped}]
         if not targets:
             raise self._nothing_can(plan, skipped)
-        route = self.config.routes.get(plan.route) if not plan.forced else None
-        if route is not None:
-            policy = request.policy or route.policy  # an admin key may override it
-            targets = self._policy_order(policy, route.weights, targets, request, prompt)
-            if route.consistency:
-                targets = self._sticky(plan.route, route.consistency.prefer, targets, request)
+        if not plan.forced:
+            # an admin key may override the route's policy (the header's name is checked)
+            policy = plan.policies.get(request.policy or "", plan.policy)
+            targets = policy.order(targets, request, self.health, prompt)
+            if plan.consistency is not None:
+                targets = plan.consistency.order(targets, request, self.health)
         if tuple(targets) == plan.targets:
             return Selection(plan, skipped)  # the common case: nothing to rebuild
         return Selection(dataclasses.replace(plan, targets=tuple(targets)), skipped)
 
-    def remember(self, route: str, request: Request, model: str) -> None:
+    @staticmethod
+    def remember(plan: Plan, request: Request, model: str) -> None:
         """The session's model is the one that just answered: a failover moves it whole."""
-        sessions = self.sessions.get(route)
-        key = request.session or request.user
-        if sessions is not None and key:
-            sessions.put(route, key, model)
+        if plan.consistency is not None:
+            plan.consistency.remember(request, model)
 
     # --- filters -----------------------------------------------------------------------------
 
@@ -150,40 +136,3 @@ class Selector:
             f"No model of {plan.route!r} can serve this request ({detail}).",
             "capability_missing",
         )
-
-    # --- ordering ------------------------------------------------------------------------------
-
-    def _policy_order(
-        self,
-        policy: str,
-        weights: dict[str, float],
-        targets: list[Target],
-        request: Request,
-        prompt: int | None,
-    ) -> list[Target]:
-        if policy == "weighted":
-            return policies.weighted(targets, weights, self.rng)
-        if policy in ("cheapest", "fastest"):
-            tokens = prompt if prompt is not None else estimate_prompt_tokens(request)
-            if policy == "cheapest":
-                return policies.cheapest(targets, tokens, request.max_tokens or 256)
-            return policies.fastest(targets, self.health, tokens)
-        return targets
-
-    def _sticky(
-        self, route: str, prefer: list[str], targets: list[Target], request: Request
-    ) -> list[Target]:
-        key = request.session or request.user
-        sessions = self.sessions[route]
-        now = time.time()
-
-        def available(target: Target) -> bool:
-            return self.health.available_at(target.name, now) <= now
-
-        first = next((t for t in targets if t.name in prefer and available(t)), None)
-        if first is None and key:
-            current = sessions.get(route, key)
-            first = next((t for t in targets if t.name == current and available(t)), None)
-        if first is None:
-            return targets
-        return [first, *(t for t in targets if t is not first)]

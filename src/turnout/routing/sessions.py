@@ -9,6 +9,11 @@ import hashlib
 import time
 from collections import OrderedDict
 
+from turnout.config.schema import Consistency
+from turnout.health import HealthEngine
+from turnout.model import Request
+from turnout.routing.targets import Target
+
 _MAX_SESSIONS = 100_000  # per process; the oldest are forgotten first
 
 
@@ -40,3 +45,34 @@ class SessionMap:
         self._models.move_to_end(key)
         while len(self._models) > _MAX_SESSIONS:
             self._models.popitem(last=False)
+
+
+class SessionConsistency:
+    """A route's session stickiness, built once with its plan: after the route's policy has
+    ordered the targets, a session's model (or a preferred one) goes first while available."""
+
+    def __init__(self, route: str, consistency: Consistency) -> None:
+        self.route = route
+        self.prefer = frozenset(consistency.prefer)
+        self.sessions = SessionMap(consistency.ttl)
+
+    def order(self, targets: list[Target], request: Request, health: HealthEngine) -> list[Target]:
+        key = request.session or request.user
+        now = time.time()
+
+        def available(target: Target) -> bool:
+            return health.available_at(target.name, now) <= now
+
+        first = next((t for t in targets if t.name in self.prefer and available(t)), None)
+        if first is None and key:
+            current = self.sessions.get(self.route, key)
+            first = next((t for t in targets if t.name == current and available(t)), None)
+        if first is None:
+            return targets
+        return [first, *(t for t in targets if t is not first)]
+
+    def remember(self, request: Request, model: str) -> None:
+        """The session's model is the one that just answered: a failover moves it whole."""
+        key = request.session or request.user
+        if key:
+            self.sessions.put(self.route, key, model)

@@ -12,19 +12,18 @@ import zlib
 
 from aiohttp import web
 
+from turnout.model.errors import GatewayError
+
 # zlib window bits: gzip framing only, zlib framing (what HTTP calls deflate) or raw deflate
 _GZIP, _ZLIB, _RAW = 16 + zlib.MAX_WBITS, zlib.MAX_WBITS, -zlib.MAX_WBITS
 _CODINGS = {"gzip": _GZIP, "x-gzip": _GZIP, "deflate": _ZLIB}
 
 
-class BodyError(Exception):
+class BodyError(GatewayError):
     """The body cannot be used: answered in the client's dialect with this status."""
 
     def __init__(self, status: int, message: str, code: str, *, close: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
+        super().__init__(status, message, code=code)
         self.close = close  # the rest of the body will not be read: end the connection
 
 

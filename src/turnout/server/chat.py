@@ -13,20 +13,21 @@ import time
 
 from aiohttp import web
 
-from turnout.accounting.auth import AuthError, Identity
+from turnout.accounting.auth import Identity
 from turnout.accounting.records import LedgerRow
 from turnout.dialects.base import IngressDialect
-from turnout.dialects.errors import InvalidRequest
 from turnout.execute import AllTargetsFailed, PassThroughError
 from turnout.execute.accumulate import Accumulator
 from turnout.execute.stream import Stream
 from turnout.gateway import Gateway
 from turnout.model import Attempt, Request, Response, UpstreamError, Usage
+from turnout.model.errors import GatewayError
 from turnout.model.tokens import estimate_prompt_tokens
 from turnout.routing import Plan, Target
-from turnout.routing.selector import POLICIES, NoCapableTarget
-from turnout.server.body import BodyError, read_body
+from turnout.routing.policies import POLICIES
+from turnout.server.body import read_body
 from turnout.server.drain import CLIENT_CLOSED, InFlight
+from turnout.server.errors import render_error
 from turnout.server.headers import turnout_headers
 
 _JSON = "application/json"
@@ -60,26 +61,10 @@ def response_started(response: web.StreamResponse | None) -> bool:
     return response is not None and response.prepared
 
 
-class Refused(Exception):
-    """The request is answered with an error before any upstream attempt."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        code: str | None = None,
-        param: str | None = None,
-        error_type: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
-        self.error_type = error_type
-        self.headers = headers
+class Refused(GatewayError):
+    """The handler's own refusals (unknown route, rate limit, budget, all targets failed);
+    the layers below raise theirs (AuthError, BodyError, InvalidRequest, NoCapableTarget),
+    and all are answered alike, by `render_error`."""
 
 
 class ChatHandler:
@@ -88,17 +73,8 @@ class ChatHandler:
         self.ingress = ingress
         self.inflight = inflight  # the server's: its close() drains what is tracked here
 
-    def error_response(self, refused: Refused) -> web.Response:
-        body = self.ingress.encode_error(
-            refused.status,
-            refused.message,
-            code=refused.code,
-            param=refused.param,
-            error_type=refused.error_type,
-        )
-        return web.Response(
-            status=refused.status, body=body, content_type=_JSON, headers=refused.headers
-        )
+    def error_response(self, refused: GatewayError) -> web.Response:
+        return render_error(refused, self.ingress)
 
     async def __call__(self, http: web.Request) -> web.StreamResponse:
         task = self.inflight.enter()
@@ -128,9 +104,9 @@ class ChatHandler:
             plan = self._plan(request)
             self._admit(identity, plan, request)
             response = await self._answer(http, request, plan, row)
-        except Refused as refused:
+        except GatewayError as refused:
             row.status, row.error = refused.status, refused.message[:300]
-            refused.headers = {**(refused.headers or {}), "x-turnout-request-id": row.id}
+            refused.headers["x-turnout-request-id"] = row.id
             response = self.error_response(refused)
         except asyncio.CancelledError:
             if not self.inflight.absorb_cut():
@@ -156,28 +132,13 @@ class ChatHandler:
     # --- before any attempt -------------------------------------------------------------
 
     async def _identify(self, http: web.Request) -> Identity:
-        try:
-            return await self.gateway.auth.identify(http.headers, http.remote)
-        except AuthError as exc:
-            raise Refused(
-                exc.status,
-                exc.message,
-                code=exc.code,
-                error_type=exc.error_type,
-                headers=exc.headers,
-            ) from None
+        return await self.gateway.auth.identify(http.headers, http.remote)  # or AuthError
 
     async def _body(self, http: web.Request) -> bytes:
-        try:
-            return await read_body(http, self.gateway.config.server.body_timeout)
-        except BodyError as exc:
-            raise Refused(exc.status, exc.message, code=exc.code) from None
+        return await read_body(http, self.gateway.config.server.body_timeout)  # or BodyError
 
     def _decode(self, raw: bytes, http: web.Request, identity: Identity) -> Request:
-        try:
-            request = self.ingress.decode_request(raw)
-        except InvalidRequest as exc:
-            raise Refused(exc.status, exc.message, param=exc.param) from None
+        request = self.ingress.decode_request(raw)  # or InvalidRequest
         if policy := http.headers.get("x-turnout-route-policy"):
             if not identity.admin:
                 raise Refused(
@@ -216,12 +177,7 @@ class ChatHandler:
 
     def _admit(self, identity: Identity, plan: Plan, request: Request) -> None:
         """The key's rate limits, then budgets (block, or downgrade to cheaper targets)."""
-        try:
-            self.gateway.auth.authorize(identity, plan.route)
-        except AuthError as exc:
-            raise Refused(
-                exc.status, exc.message, code=exc.code, error_type="permission_error"
-            ) from None
+        self.gateway.auth.authorize(identity, plan.route)  # or AuthError (a 403)
         accounting = self.gateway.accounting
         now = time.time()
         if identity.key is not None:
@@ -255,10 +211,7 @@ class ChatHandler:
     async def _answer(
         self, http: web.Request, request: Request, plan: Plan, row: LedgerRow
     ) -> web.StreamResponse:
-        try:
-            selection = await self.gateway.selector.select(plan, request)
-        except NoCapableTarget as exc:
-            raise Refused(400, exc.message, code=exc.code, param=exc.param) from None
+        selection = await self.gateway.selector.select(plan, request)  # or NoCapableTarget
         plan, skipped = selection.plan, selection.skipped
         try:
             if request.stream:
@@ -283,7 +236,7 @@ class ChatHandler:
             headers["x-turnout-saved-usd"] = f"{row.saved_usd:.8f}"
         if completion.validated:
             headers["x-turnout-guard"] = "valid"
-        self.gateway.selector.remember(plan.route, request, target.name)
+        self.gateway.selector.remember(plan, request, target.name)
         self._capture(row, plan, request, completion.response)
         completion.response.usage.cost = row.cost_usd
         body = self.ingress.encode_response(completion.response, target.name)
@@ -311,7 +264,7 @@ class ChatHandler:
     ) -> web.StreamResponse:
         stream = await self.gateway.executor.stream(plan, request, skipped)
         target = stream.target
-        self.gateway.selector.remember(plan.route, request, target.name)
+        self.gateway.selector.remember(plan, request, target.name)
         headers = turnout_headers(
             plan.route, target.name, stream.tries, stream.attempts, stream.stale_age
         )
