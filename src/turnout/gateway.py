@@ -1,4 +1,5 @@
-"""The gateway: config turned into live providers, a planner, health and an executor."""
+"""The gateway: config turned into live providers, a planner, health, an executor and the
+event bus they and accounting meet on."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from turnout.accounting.auth import Authenticator
 from turnout.accounting.service import Accounting
 from turnout.config.schema import Config
 from turnout.config.secrets import SecretRedactor, secrets_in
+from turnout.events import AttemptFinished, BudgetAlert, EventBus, RequestFinished
 from turnout.execute import Executor
 from turnout.health import HealthEngine
 from turnout.health.state import make_store
@@ -35,17 +37,29 @@ class Gateway:
             provider.redactor = self.redactor
         self.planner = Planner(config, self.providers)
         store = make_store(config.state.backend, config.state.url, config.state.prefix)
-        self.health = HealthEngine(config.health, store)
-        self.executor = Executor(self.health)
+        self.bus = EventBus()
+        self.health = HealthEngine(config.health, store, self.bus.publish)
+        self.executor = Executor(self.health, self.bus.publish)
         self.selector = Selector(self.health)
         for name, model in config.models.items():
             self.health.register(name, model.provider)
-        self.accounting = Accounting(config)
+        self.accounting = Accounting(config, self.bus.publish)
+        # inline: each must see its events in order, and each is O(1) and never waits
+        self.bus.subscribe(
+            self.health.on_attempt, kinds=(AttemptFinished,), inline=True, name="health"
+        )
+        self.bus.subscribe(
+            self.accounting.on_request, kinds=(RequestFinished,), inline=True, name="ledger"
+        )
+        self.bus.subscribe(
+            self.accounting.alerts.on_alert, kinds=(BudgetAlert,), inline=True, name="alerts"
+        )
         self.auth = Authenticator(config, self.accounting.store)
         self._probes: asyncio.Task[None] | None = None
         self._probing: set[str] = set()
 
     async def start(self) -> None:
+        await self.bus.start()
         await self.accounting.start()
         await self.auth.start()
         for name, provider in self.providers.items():
@@ -66,6 +80,7 @@ class Gateway:
         await self.health.close()
         for provider in self.providers.values():
             await provider.close()
+        await self.bus.close()  # queued subscribers get what was published before closing
         await self.accounting.close()  # last: drains every ledger row still queued
 
     async def _probe_loop(self) -> None:

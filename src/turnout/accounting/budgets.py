@@ -2,7 +2,8 @@
 
 Spend comes from ledger rows as they are recorded (and, at start, from the store's sums
 for the current UTC day and month, so a restart forgets nothing). Crossing a budget's
-`soft` share raises an alert event once per period; reaching the limit blocks (429 naming
+`soft` share publishes a BudgetAlert once per period (AlertLog keeps the last ones for
+/admin/events); reaching the limit blocks (429 naming
 the budget) or downgrades the request to the route's cheapest targets (`on_exceed`)."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from turnout.accounting.records import KeyRecord, LedgerRow
 from turnout.config.schema import Config
+from turnout.events import BudgetAlert, Publish
 
 log = logging.getLogger("turnout.budgets")
 PERIODS = ("daily", "monthly")
@@ -69,8 +71,23 @@ class Verdict:
 _NO_BUDGETS = Verdict()  # the verdict of every request no budget applies to
 
 
+class AlertLog:
+    """The last budget alerts, for /admin/events: a subscriber of the bus."""
+
+    def __init__(self, size: int = 1000) -> None:
+        self.events: deque[dict[str, Any]] = deque(maxlen=size)
+
+    def on_alert(self, alert: BudgetAlert) -> None:
+        self.events.append(alert.as_dict())
+
+
+def _nobody(_: object) -> None:
+    """Where a SpendTracker built without a bus sends its alerts."""
+
+
 class SpendTracker:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, publish: Publish | None = None) -> None:
+        self.publish = publish or _nobody
         self.budgets: list[Budget] = []
         for entry in config.budgets:
             for period, usd in (("daily", entry.daily_usd), ("monthly", entry.monthly_usd)):
@@ -84,7 +101,6 @@ class SpendTracker:
         # (scope, name, period) -> [period start, spent]
         self._spent: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
         self._alerted: set[tuple[str, str, str, float]] = set()
-        self.events: deque[dict[str, Any]] = deque(maxlen=1000)
 
     async def load(self, store: Any) -> None:
         """Today's and this month's spend so far, from the store."""
@@ -163,14 +179,9 @@ class SpendTracker:
         marker = (budget.scope, budget.name, budget.period, period_start(budget.period, now))
         if spent >= budget.soft * budget.usd and marker not in self._alerted:
             self._alerted.add(marker)
-            event = {
-                "type": "budget_soft_limit",
-                "at": now,
-                "scope": budget.scope,
-                "name": budget.name,
-                "period": budget.period,
-                "spent_usd": round(spent, 6),
-                "limit_usd": budget.usd,
-            }
-            self.events.append(event)
+            self.publish(
+                BudgetAlert(
+                    budget.scope, budget.name, budget.period, round(spent, 6), budget.usd, now
+                )
+            )
             log.warning("%s is %.0f%% spent ($%.4f)", budget.label, 100 * spent / budget.usd, spent)

@@ -1,5 +1,6 @@
 """Accounting for the gateway: the store, spend and budgets, per-key limits, and the cost of
-each answer. The chat handler hands it one finished LedgerRow per client request."""
+each answer. It learns of each finished client request from the event bus (RequestFinished:
+the ledger row and the caller's key), as an inline subscriber."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import os
 from pathlib import Path
 
-from turnout.accounting.budgets import SpendTracker
+from turnout.accounting.budgets import AlertLog, SpendTracker
 from turnout.accounting.capture import Capture
 from turnout.accounting.cost import cost_usd
 from turnout.accounting.limits import KeyLimiter
@@ -15,6 +16,7 @@ from turnout.accounting.records import KeyRecord, LedgerRow
 from turnout.accounting.store import make_store
 from turnout.config.schema import Config, Price
 from turnout.config.secrets import secrets_in
+from turnout.events import Publish, RequestFinished
 from turnout.model import Usage
 
 log = logging.getLogger("turnout.accounting")
@@ -37,9 +39,10 @@ def make_configured_store(config: Config):
 
 
 class Accounting:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, publish: Publish | None = None) -> None:
         self.store = make_configured_store(config)
-        self.spend = SpendTracker(config)
+        self.spend = SpendTracker(config, publish)  # publishes BudgetAlert
+        self.alerts = AlertLog()  # subscribed to BudgetAlert by the gateway
         self.limiter = KeyLimiter()
         captured = {name: r.capture for name, r in config.routes.items() if r.capture}
         self.capture = (
@@ -72,6 +75,10 @@ class Accounting:
     def ledger_stats(self) -> dict[str, int] | None:
         """The ledger writer's counters (queued, written, dropped, ...); None with no ledger."""
         return self.store.stats() if self.store is not None else None
+
+    def on_request(self, event: RequestFinished) -> None:
+        """The bus subscriber (inline: O(1), the store's writer queues the row)."""
+        self.record(event.row, event.key)
 
     def record(self, row: LedgerRow, key: KeyRecord | None = None) -> None:
         row.bound_text()  # client text is bounded and made storable before anything keeps it

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from turnout.events import AttemptFinished, Publish
 from turnout.execute import guard
 from turnout.execute.accumulate import Accumulator, replay
 from turnout.execute.attempts import AllTargetsFailed, PassThroughError
@@ -83,8 +84,11 @@ def _rewritten(deltas: list[Delta], content: str) -> list[Delta]:
 
 
 class Executor:
-    def __init__(self, health: HealthEngine) -> None:
+    def __init__(self, health: HealthEngine, publish: Publish | None = None) -> None:
         self.health = health
+        # each attempt's outcome is published as AttemptFinished; health subscribes. Without
+        # a bus (an executor built alone), the outcome goes to health directly, as before.
+        self.publish = publish or self._to_health
         self.stale = StaleCache()
         self.deadlines = Deadlines()
 
@@ -204,7 +208,7 @@ class Executor:
                 result = await once(target, progress)
                 if not isinstance(result, UpstreamError):
                     for outcome in progress.held:  # another answer was valid: these count
-                        self.health.record(outcome)
+                        self.publish(AttemptFinished(outcome))
                     return result
                 error = result
                 if not error.error_class.fails_over:  # model.errors.POLICY
@@ -374,4 +378,7 @@ class Executor:
         ):
             held.append(outcome)
             return
-        self.health.record(outcome)
+        self.publish(AttemptFinished(outcome))
+
+    def _to_health(self, event: AttemptFinished) -> None:
+        self.health.record(event.outcome)

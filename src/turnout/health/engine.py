@@ -11,7 +11,9 @@ Error classes drive different reactions (which count against health: `model.erro
 - client_error (a 403 refusing the request's content included), context_length: say
   nothing about the model's health; a client's error is not even its last error.
 
-Changes that other gateway processes must know of are published through the state store.
+Changes that other gateway processes must know of are published through the state store;
+each transition of this process's view (breaker opened, half-open, closed; cooldown started
+and ended; misconfigured; recovered) is also published on the event bus as HealthChanged.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections import deque
 from typing import Any
 
 from turnout.config.schema import HealthConfig
+from turnout.events import AttemptFinished, HealthChanged, HealthState, Publish
 from turnout.health.breaker import Breaker, BreakerState
 from turnout.health.latency import LatencyStats
 from turnout.health.ratelimits import RateLimits
@@ -32,6 +35,10 @@ from turnout.model.errors import POLICY
 log = logging.getLogger("turnout.health")
 
 _WINDOW = 200  # recent attempts kept per model for its error rate
+
+
+def _nobody(_: object) -> None:
+    """Where a HealthEngine built without a bus sends its events."""
 
 
 def model_scoped(status: int | None) -> bool:
@@ -49,6 +56,7 @@ class ModelHealth:
         self.breaker = Breaker(config.breaker)
         self.cooldown_until = 0.0
         self.cooldown_reason: str | None = None  # rate_limited | quota
+        self.cooling = False  # a cooldown announced as started, not yet as ended
         self.limits = RateLimits()
         self.latency = LatencyStats()
         self.recent: deque[bool] = deque(maxlen=_WINDOW)
@@ -73,8 +81,11 @@ class ModelHealth:
 
 
 class HealthEngine:
-    def __init__(self, config: HealthConfig, store: StateStore | None = None) -> None:
+    def __init__(
+        self, config: HealthConfig, store: StateStore | None = None, publish: Publish | None = None
+    ) -> None:
         self.config = config
+        self.publish = publish or _nobody  # HealthChanged events, to the gateway's bus
         self.store = store or MemoryStore()
         self.models: dict[str, ModelHealth] = {}
         # "provider:NAME" (a rejected key) or "model:NAME" (a model name the upstream does not
@@ -116,6 +127,27 @@ class HealthEngine:
             else:
                 self.misconfigured.pop(name, None)
 
+    def on_attempt(self, event: AttemptFinished) -> None:
+        """The bus subscriber (inline: outcomes must be learnt in order, and this is O(1))."""
+        self.record(event.outcome)
+
+    def _announce(
+        self, health: ModelHealth, state: HealthState, reason: str | None, now: float
+    ) -> None:
+        self.publish(HealthChanged(health.name, health.provider, state, reason, now))
+
+    def _announce_scope(
+        self, scope: str, state: HealthState, reason: str | None, now: float
+    ) -> None:
+        """A misconfiguration's scope: "provider:NAME" (model None) or "model:NAME"."""
+        kind, _, name = scope.partition(":")
+        if kind == "model":
+            health = self.models.get(name)
+            provider = health.provider if health is not None else ""
+            self.publish(HealthChanged(name, provider, state, reason, now))
+        else:
+            self.publish(HealthChanged(None, name, state, reason, now))
+
     def _publish_model(self, health: ModelHealth, now: float) -> None:
         health.updated = now
         self.store.publish(f"model:{health.name}", health.shared_document())
@@ -126,12 +158,14 @@ class HealthEngine:
         """A provider this process cannot use at all (its key's variable is unset): local
         to this process, never shared (another process may have the key) and never probed."""
         log.error("provider %s is misconfigured: %s", provider, reason)
+        now = time.time()
         self.misconfigured[f"provider:{provider}"] = {
             "reason": reason,
-            "at": time.time(),
+            "at": now,
             "probe_at": float("inf"),
             "local": True,
         }
+        self.publish(HealthChanged(None, provider, HealthState.MISCONFIGURED, reason, now))
 
     def mark_misconfigured(self, scope: str, reason: str, now: float | None = None) -> None:
         """`scope`: "provider:NAME" for a rejected key, "model:NAME" for a rejected model."""
@@ -139,6 +173,7 @@ class HealthEngine:
         current = self.misconfigured.get(scope)
         if current is None or current["reason"] != reason:
             log.error("%s is misconfigured: %s", scope.replace(":", " ", 1), reason)
+            self._announce_scope(scope, HealthState.MISCONFIGURED, reason, now)
         self.misconfigured[scope] = {
             "reason": reason,
             "at": now,
@@ -160,6 +195,7 @@ class HealthEngine:
                 del self.misconfigured[scope]
                 log.warning("%s answered again: no longer misconfigured", scope.replace(":", " "))
                 self.store.publish(f"misconfigured:{scope}", {"reason": None, "at": now})
+                self._announce_scope(scope, HealthState.RECOVERED, entry["reason"], now)
 
     # --- routing decisions (hot path: memory only) -----------------------------------------
 
@@ -179,12 +215,18 @@ class HealthEngine:
             return None  # this request is the probe of the rejected key
         if now < health.cooldown_until:
             return f"{health.cooldown_reason}({health.cooldown_until - now:.1f}s)"
+        if health.cooling:  # the first request after a cooldown tells that it has ended
+            health.cooling = False
+            self._announce(health, HealthState.COOLDOWN_ENDED, health.cooldown_reason, now)
         if health.limits.windows:
             until = health.limits.blocked_until(now, prompt_tokens, max_output)
             if until is not None:
                 return f"rate_limited(predicted {until - now:.1f}s)"
+        was_open = health.breaker.state is BreakerState.OPEN
         if not health.breaker.allow(now):
             return f"open({max(0.0, health.breaker.open_until - now):.1f}s)"
+        if was_open:  # allowed: the open period is over and this request is the probe
+            self._announce(health, HealthState.HALF_OPEN, "open period over", now)
         return None
 
     def available_at(self, model: str, now: float) -> float:
@@ -223,8 +265,13 @@ class HealthEngine:
         if self.misconfigured:
             self._clear_misconfigured(health, now)
         changed = health.breaker.on_success(now)
+        if changed:
+            self._announce(health, HealthState.CLOSED, "probe succeeded", now)
         if health.cooldown_until > now and health.cooldown_reason == "quota":
             health.cooldown_until, changed = 0.0, True  # a success ends a quota cooldown early
+            if health.cooling:
+                health.cooling = False
+                self._announce(health, HealthState.COOLDOWN_ENDED, "quota", now)
         if changed:
             log.warning("model %s is healthy again", health.name)
         # requests left at zero: the next one would be a 429, so stop before it
@@ -232,6 +279,7 @@ class HealthEngine:
         if until is not None and until > health.cooldown_until:
             health.cooldown_until, health.cooldown_reason = until, "rate_limited"
             changed = True
+            self._started_cooling(health, now)
         if changed:
             self._publish_model(health, now)
 
@@ -259,6 +307,7 @@ class HealthEngine:
                     health.last_error["class"],
                 )
                 self._publish_model(health, now)
+                self._announce(health, HealthState.OPENED, health.last_error["class"], now)
             return
         health.breaker.release_probe()
         if error_class is ErrorClass.RATE_LIMITED:
@@ -286,6 +335,13 @@ class HealthEngine:
         if until > health.cooldown_until or health.cooldown_reason != reason:
             health.cooldown_until, health.cooldown_reason = until, reason
             self._publish_model(health, now)
+            self._started_cooling(health, now)
+
+    def _started_cooling(self, health: ModelHealth, now: float) -> None:
+        """Announced once per cooldown: one extended while it runs is the same cooldown."""
+        if not health.cooling:
+            health.cooling = True
+            self._announce(health, HealthState.COOLDOWN_STARTED, health.cooldown_reason, now)
 
     # --- probes ---------------------------------------------------------------------------------
 

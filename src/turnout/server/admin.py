@@ -48,8 +48,16 @@ class AdminEndpoints:
         return identity
 
     async def health(self, _: web.Request) -> web.Response:
-        # the ledger writer's counters: a row that could not be written is never silent
-        return json_response({**self.worker, "ledger": self.gateway.accounting.ledger_stats()})
+        # the ledger writer's and the event bus's counters: a row that could not be written,
+        # an event a slow subscriber dropped, is never silent
+        gateway = self.gateway
+        return json_response(
+            {
+                **self.worker,
+                "ledger": gateway.accounting.ledger_stats(),
+                "events": gateway.bus.stats(),
+            }
+        )
 
     async def health_providers(self, http: web.Request) -> web.Response:
         caller = await self._caller(http, admin=True)
@@ -140,7 +148,7 @@ class AdminEndpoints:
         caller = await self._caller(http, admin=True)
         if isinstance(caller, web.Response):
             return caller
-        return json_response(list(self.gateway.accounting.spend.events))
+        return json_response(list(self.gateway.accounting.alerts.events))
 
     def routes(self) -> list[tuple[str, Handler]]:
         """(path, handler) of every admin endpoint; all are GETs."""

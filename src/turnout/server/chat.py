@@ -16,6 +16,7 @@ from aiohttp import web
 from turnout.accounting.auth import Identity
 from turnout.accounting.records import LedgerRow
 from turnout.dialects.base import IngressDialect
+from turnout.events import RequestFinished
 from turnout.execute import AllTargetsFailed, PassThroughError
 from turnout.execute.accumulate import Accumulator
 from turnout.execute.stream import Stream
@@ -126,7 +127,7 @@ class ChatHandler:
             if not response_started(response) and not connected(http):
                 row.status, row.outcome = CLIENT_CLOSED, "client_closed"
             row.latency_ms = (time.perf_counter() - t0) * 1000
-            self.gateway.accounting.record(row, identity.key if identity else None)
+            self.gateway.bus.publish(RequestFinished(row, identity.key if identity else None))
         return response
 
     # --- before any attempt -------------------------------------------------------------
