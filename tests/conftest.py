@@ -211,3 +211,17 @@ def ledger_rows(backend: str, where: str) -> list[Any]:
             await store.close()
 
     return asyncio.run(read())
+
+
+def turnout_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`turnout ARGS...` as a user runs it, in a child process; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "turnout.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+        env={**os.environ, **(env or {})},
+    )

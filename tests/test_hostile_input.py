@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +16,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.conftest import GatewayProcess, HTTPResult, http, sdk_client, start_gateway
+from tests.conftest import GatewayProcess, HTTPResult, http, sdk_client, start_gateway, turnout_cli
 from tests.upstreams import SharedSim, serve_app, shared_sim
 
 CAPABLE = ["tools", "json", "vision"]
@@ -242,13 +240,7 @@ def test_route_output_schema_with_a_remote_ref_is_a_config_error(tmp_path, trap)
     }
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        [sys.executable, "-m", "turnout.cli.main", "serve", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = turnout_cli("serve", "--config", str(path))
     assert result.returncode == 2, result.stderr
     assert "routes.chat" in result.stderr and "output_schema" in result.stderr
 

@@ -4,16 +4,13 @@ suite's `echo`, in the one file tests/echo_kind.py) works end to end once import
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.conftest import sdk_client
+from tests.conftest import sdk_client, turnout_cli
 from turnout.config import ConfigError, parse_config
 from turnout.providers import anthropic, cloudflare, gemini, local, openai, sim
 from turnout.providers.http import HTTPProvider
@@ -119,13 +116,14 @@ def _serve(tmp_path: Path, config: dict[str, Any], env: dict[str, str]) -> str:
     """Start `turnout serve` expecting a config error: its stderr."""
     path = tmp_path / "turnout.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        [sys.executable, "-m", "turnout.cli.main", "serve", "--config", str(path), "--port", "0"],
-        check=False,
-        capture_output=True,
-        text=True,
+    result = turnout_cli(
+        "serve",
+        "--config",
+        str(path),
+        "--port",
+        "0",
+        env={"TURNOUT_DATA_DIR": str(tmp_path), **env},
         timeout=30,
-        env={**os.environ, "TURNOUT_DATA_DIR": str(tmp_path), **env},
     )
     assert result.returncode == 2, result.stderr
     return result.stderr

@@ -8,14 +8,12 @@ from __future__ import annotations
 import io
 import json
 import logging
-import subprocess
-import sys
 
 import anthropic
 import openai
 import pytest
 
-from tests.conftest import http, sdk_client
+from tests.conftest import http, sdk_client, turnout_cli
 from tests.upstreams import secret_echoing_upstream, serve_app, shared_sim
 from turnout.accounting.capture import Redactor
 from turnout.cli.common import RedactingFilter
@@ -294,13 +292,7 @@ def test_upstream_key_reaches_no_client_health_page_status_or_log(gateway_factor
         health = gateway.get("/health/providers")
         assert health.json()["providers"]["echo-auth"]["state"] == "misconfigured"
         seen.append(health.body.decode())
-        status = subprocess.run(
-            [sys.executable, "-m", "turnout.cli.main", "status", "--url", gateway.url, "--json"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        status = turnout_cli("status", "--url", gateway.url, "--json", timeout=30)
         assert status.returncode == 0, status.stderr
         assert "misconfigured" in status.stdout
         seen.append(status.stdout)

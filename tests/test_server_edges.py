@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import socket
 import struct
-import subprocess
-import sys
 import time
 import zlib
 
@@ -19,7 +16,7 @@ import openai
 import pytest
 import yaml
 
-from tests.conftest import ask, free_port, sdk_client, sim_config
+from tests.conftest import ask, free_port, sdk_client, sim_config, turnout_cli
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 BODY = json.dumps({"model": "chat", "messages": MESSAGES}).encode()
@@ -68,13 +65,14 @@ def gateway(gateway_factory):
 def _create_key(config: dict, tmp_path, name: str) -> str:
     path = tmp_path / f"keys-{name}.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        [sys.executable, "-m", "turnout.cli.main", "keys", "--config", str(path), "create", name],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = turnout_cli(
+        "keys",
+        "--config",
+        str(path),
+        "create",
+        name,
+        env={"TURNOUT_DATA_DIR": str(tmp_path)},
         check=True,
-        env={**os.environ, "TURNOUT_DATA_DIR": str(tmp_path)},
     )
     lines = dict(line.split(":", 1) for line in result.stdout.splitlines() if ":" in line)
     return lines["key"].strip()

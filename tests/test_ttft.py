@@ -5,13 +5,10 @@ client itself measured."""
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 
-from tests.conftest import ledger_rows, sdk_client, sim_config
+from tests.conftest import ledger_rows, sdk_client, sim_config, turnout_cli
 
 FIRST_TOKEN_AFTER = 0.4  # seconds the simulated model takes to its first token
 CLOSE_ENOUGH_MS = 20
@@ -53,13 +50,8 @@ def test_ledger_report_and_health_show_the_ttft_the_client_saw(gateway_factory, 
         ledgered = rows[request_id].ttft_ms
         assert ledgered is not None and abs(ledgered - seen) < CLOSE_ENOUGH_MS, (ledgered, seen)
 
-    report = subprocess.run(
-        [sys.executable, "-m", "turnout.cli.main", "report", "--format", "json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env={**os.environ, "TURNOUT_DATA_DIR": str(tmp_path)},
+    report = turnout_cli(
+        "report", "--format", "json", env={"TURNOUT_DATA_DIR": str(tmp_path)}, check=True
     )
     text = report.stdout
     figures = [v for k, v in _walk(json.loads(text)) if k == "ttft_p50_ms" and v is not None]
