@@ -14,10 +14,17 @@ import yaml
 from tests.conftest import http, sdk_client
 from tests.test_cloudflare_dialect import MODEL as CF_MODEL
 from tests.test_cloudflare_dialect import FakeWorkersAI
-from tests.upstreams import CassetteUpstream, serve_app, shared_sim
+from tests.upstreams import (
+    SIM_ANTHROPIC_ENV,
+    SIM_CAPABLE,
+    CassetteUpstream,
+    both_dialects,
+    serve_app,
+    shared_sim,
+)
 from tests.vectors import vectors_dir
 
-CAPABLE = ["tools", "json", "vision"]
+CAPABLE = SIM_CAPABLE
 TOOLS = [
     {
         "type": "function",
@@ -43,23 +50,12 @@ SCHEMA = {
 def _config(sim, targets: list[str], primary: dict | None = None) -> dict:
     """`openai-m` on the sim's OpenAI endpoint, `claude-m` on its Anthropic endpoint."""
     return {
-        "providers": {
-            "compat": {"kind": "openai", "base_url": sim.base_url},
-            "claude": {
-                "kind": "anthropic",
-                "base_url": sim.base_url.removesuffix("/v1"),
-                "api_key": "${SIM_ANTHROPIC_KEY}",
-            },
-        },
-        "models": {
-            "openai-m": {"provider": "compat", "supports": CAPABLE, **(primary or {})},
-            "claude-m": {"provider": "claude", "supports": CAPABLE},
-        },
+        **both_dialects(sim.base_url, openai_extra=primary),
         "routes": {"chat": {"targets": targets}},
     }
 
 
-ENV = {"SIM_ANTHROPIC_KEY": "sk-ant-sim-key-0123456789"}
+ENV = SIM_ANTHROPIC_ENV
 BEHAVIOURS = {
     "openai-m": {"reply": "from openai upstream"},
     "claude-m": {"reply": "from claude upstream"},

@@ -51,7 +51,7 @@ from tests.test_cloudflare_dialect import (
     STREAM,
     USAGE,
 )
-from tests.upstreams import shared_sim
+from tests.upstreams import SIM_ANTHROPIC_ENV, both_dialects, shared_sim
 from tests.vectors import chat_completions, load, load_folder
 from turnout.dialects.anthropic.upstream import AnthropicUpstream
 from turnout.dialects.cloudflare import CloudflareUpstream
@@ -428,19 +428,13 @@ def test_sse_parser_events_do_not_depend_on_chunking(raw: bytes, cuts: list[int]
 FORCED = ("fast", "compat-m", "claude-m")
 MODELS = ("chat", *FORCED)
 QUICK = {"reply": "ok", "ttft": 0, "tokens_per_second": 100_000}
-CAPABLE = ["tools", "json", "vision"]
 
 
 def _ingress_config(sim_url: str) -> dict[str, Any]:
     config = sim_config({"fast": QUICK}, {"chat": {"targets": ["fast"]}})
-    config["providers"]["compat"] = {"kind": "openai", "base_url": sim_url}
-    config["providers"]["claude"] = {
-        "kind": "anthropic",
-        "base_url": sim_url.removesuffix("/v1"),
-        "api_key": "${FUZZ_ANTHROPIC_KEY}",
-    }
-    config["models"]["compat-m"] = {"provider": "compat", "supports": CAPABLE}
-    config["models"]["claude-m"] = {"provider": "claude", "supports": CAPABLE}
+    pair = both_dialects(sim_url, openai_model="compat-m")
+    config["providers"].update(pair["providers"])
+    config["models"].update(pair["models"])
     return config
 
 
@@ -448,8 +442,7 @@ def _ingress_config(sim_url: str) -> dict[str, Any]:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     with shared_sim({"compat-m": QUICK, "claude-m": QUICK}) as sim:
         tmp_path: Path = tmp_path_factory.mktemp("fuzz")
-        env = {"FUZZ_ANTHROPIC_KEY": "sk-ant-fuzz-0123456789"}
-        process = start_gateway(_ingress_config(sim.base_url), tmp_path, env)
+        process = start_gateway(_ingress_config(sim.base_url), tmp_path, SIM_ANTHROPIC_ENV)
         try:
             yield process
         finally:

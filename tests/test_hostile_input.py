@@ -17,10 +17,9 @@ import yaml
 from aiohttp import web
 
 from tests.conftest import GatewayProcess, HTTPResult, http, sdk_client, start_gateway, turnout_cli
-from tests.upstreams import SharedSim, serve_app, shared_sim
+from tests.upstreams import SIM_ANTHROPIC_ENV, SharedSim, both_dialects, serve_app, shared_sim
 
-CAPABLE = ["tools", "json", "vision"]
-ENV = {"SIM_ANTHROPIC_KEY": "sk-ant-sim-key-0123456789"}
+ENV = SIM_ANTHROPIC_ENV
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
 USER = [{"role": "user", "content": "hi"}]
@@ -29,21 +28,8 @@ USER = [{"role": "user", "content": "hi"}]
 def _config(sim: SharedSim) -> dict[str, Any]:
     """Route `chat` -> an OpenAI-speaking upstream, route `claude` -> an Anthropic-speaking
     one (the simulator speaks both), so the translation path is exercised too."""
-    return {
-        "providers": {
-            "compat": {"kind": "openai", "base_url": sim.base_url},
-            "claude": {
-                "kind": "anthropic",
-                "base_url": sim.base_url.removesuffix("/v1"),
-                "api_key": "${SIM_ANTHROPIC_KEY}",
-            },
-        },
-        "models": {
-            "openai-m": {"provider": "compat", "supports": CAPABLE},
-            "claude-m": {"provider": "claude", "supports": CAPABLE},
-        },
-        "routes": {"chat": {"targets": ["openai-m"]}, "claude": {"targets": ["claude-m"]}},
-    }
+    routes = {"chat": {"targets": ["openai-m"]}, "claude": {"targets": ["claude-m"]}}
+    return {**both_dialects(sim.base_url), "routes": routes}
 
 
 @pytest.fixture(scope="module")

@@ -288,3 +288,30 @@ def forbidding_upstream() -> web.Application:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handler)
     return app
+
+
+# the simulator's Anthropic endpoint takes any key; the gateway refuses to send none
+SIM_ANTHROPIC_ENV = {"SIM_ANTHROPIC_KEY": "sk-ant-sim-key-0123456789"}
+SIM_CAPABLE = ["tools", "json", "vision"]
+
+
+def both_dialects(
+    sim_url: str, *, openai_model: str = "openai-m", openai_extra: dict | None = None
+) -> dict:
+    """Providers and models for a simulator reached in both wire formats: `openai_model` on
+    its OpenAI endpoint, `claude-m` on its Anthropic one (start the gateway with
+    SIM_ANTHROPIC_ENV), so that requests cross from one dialect to the other."""
+    return {
+        "providers": {
+            "compat": {"kind": "openai", "base_url": sim_url},
+            "claude": {
+                "kind": "anthropic",
+                "base_url": sim_url.removesuffix("/v1"),
+                "api_key": "${SIM_ANTHROPIC_KEY}",
+            },
+        },
+        "models": {
+            openai_model: {"provider": "compat", "supports": SIM_CAPABLE, **(openai_extra or {})},
+            "claude-m": {"provider": "claude", "supports": SIM_CAPABLE},
+        },
+    }
