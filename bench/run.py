@@ -45,6 +45,9 @@ LOGS = OUT / "logs"
 CONFIG = BENCH / "turnout.yaml"
 CONFIG_OPEN = BENCH / "turnout-open.yaml"  # a dead primary, breaker open after warm-up
 LUA = BENCH / "chat.lua"
+# turnout runs with its ledger (the default, sqlite) and one more event subscriber that counts
+# every event (bench/event_counter.py), as a deployment with a metrics exporter would
+EVENT_COUNTER = {"TURNOUT_PLUGINS": "event_counter"}
 LITELLM_CONFIG = BENCH / "litellm.yaml"
 LITELLM_VENV = BENCH / ".venv-litellm"
 # local cost map: no download; PRODUCTION: no .env loading (telemetry: --telemetry False)
@@ -625,7 +628,8 @@ def server_launch(
         # its own data dir (ledger database and the like): not ~/.local/share, not shared
         data = tmp / f"turnout-data-{system}-{port}"
         data.mkdir()
-        env = {**dict(turnout.env), "TURNOUT_DATA_DIR": str(data)}
+        env = {**dict(turnout.env), "TURNOUT_DATA_DIR": str(data), **EVENT_COUNTER}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(BENCH)) if p)
         if system not in PAIR:
             return Launch(argv, env=env)
         if turnout_has_workers(turnout):  # --workers 1 runs in-process, like `turnout`

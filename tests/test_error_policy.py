@@ -15,12 +15,12 @@ from turnout.dialects.anthropic.ingress import INGRESS as ANTHROPIC
 from turnout.dialects.errors import InvalidRequest
 from turnout.dialects.openai.ingress import INGRESS as OPENAI
 from turnout.execute.failures import should_retry_same_target
+from turnout.gateway import Refused
 from turnout.health.engine import HealthEngine
 from turnout.model import ErrorClass, Outcome, UpstreamError
 from turnout.model.errors import POLICY, ErrorPolicy, GatewayError
 from turnout.routing.selector import NoCapableTarget
 from turnout.server.body import BodyError
-from turnout.server.chat import Refused
 from turnout.server.errors import error_response, render_error
 
 # (class, fails over, retried on the same target, counts against health): what the README

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -27,6 +29,7 @@ from turnout.events import (
 )
 from turnout.gateway import Gateway
 from turnout.health import HealthEngine
+from turnout.health.state import make_store
 from turnout.model import ErrorClass, Outcome
 from turnout.server import GatewayServer
 
@@ -158,6 +161,48 @@ def test_health_engine_announces_each_transition() -> None:
     assert [c.at for c in changes] == [10.0, 11.5, 11.5, 20.0, 21.5, 30.0, 40.0]
 
 
+async def test_states_adopted_from_another_process_are_announced_too() -> None:
+    """Two health engines sharing state through the real Redis: a breaker the first opens,
+    and a misconfiguration it finds, reach the second's bus as HealthChanged events."""
+    prefix = f"turnout-test-{uuid.uuid4().hex[:8]}"
+    config = HealthConfig.model_validate(FAST_HEALTH)
+    engines, changes = [], []
+    for _ in range(2):
+        bus, seen = EventBus(), []
+        bus.subscribe(seen.append, kinds=(HealthChanged,), inline=True)
+        engine = HealthEngine(
+            config, make_store("redis", "redis://127.0.0.1:6379/0", prefix), publish=bus.publish
+        )
+        engine.register("alpha", "sim")
+        await engine.start()
+        engines.append(engine)
+        changes.append(seen)
+    first = engines[0]
+    try:
+        now = time.time()
+        fail = {"ok": False, "error_class": ErrorClass.SERVER_ERROR, "status": 500}
+        for _ in range(3):
+            first.record(_outcome(started=now, **fail))
+        first.record(_outcome(ok=False, error_class=ErrorClass.AUTH, status=401, started=now))
+        await _until(lambda: len(changes[1]) >= 2)
+        adopted = [(c.model, c.provider, c.state, c.reason) for c in changes[1]]
+        assert adopted == [
+            ("alpha", "sim", HealthState.OPENED, "shared by another gateway process"),
+            (None, "sim", HealthState.MISCONFIGURED, "HTTP 401 from model alpha: None"),
+        ]
+        assert [c.state for c in changes[0]] == [HealthState.OPENED, HealthState.MISCONFIGURED]
+    finally:
+        for engine in engines:
+            await engine.close()
+
+
+async def _until(predicate: Any, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
 # --- end to end ------------------------------------------------------------------------------------
 
 
@@ -243,3 +288,22 @@ async def test_an_in_process_subscriber_sees_the_outage_and_the_recovery(tmp_pat
     assert tried[:6] == [("primary", False), ("backup", True)] * 3
     assert tried[-1] == ("primary", True)
     assert sum(1 for e in finished if e.row.model == "backup") == requests - 1
+
+
+def test_a_plugin_subscribes_to_every_gateway_it_is_loaded_into(gateway_factory) -> None:
+    """TURNOUT_PLUGINS names a module that registers a subscriber: the gateway process
+    attaches it to its bus, and it is given each attempt and each request."""
+    root = str(Path(__file__).resolve().parent.parent)
+    plugin = {"TURNOUT_PLUGINS": "tests.counting_plugin", "PYTHONPATH": root}
+    with shared_sim({"primary": HEALTHY, "backup": BACKUP}) as sim:
+        gateway = gateway_factory(_config(sim), env=plugin)
+        for _ in range(3):
+            assert ask(gateway)[0] == "primary answered"
+        plain = gateway_factory(_config(sim))
+        assert "test-counter" not in plain.get("/health").json()["events"]["subscribers"]
+
+        def delivered() -> int:
+            subscribers = gateway.get("/health").json()["events"]["subscribers"]
+            return subscribers["test-counter"]["delivered"]
+
+        _wait_for(lambda: delivered() == 6, timeout=3.0)  # 3 attempts, 3 requests

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from jwt import PyJWKSet
 
 from turnout.accounting.keys import hash_key
 from turnout.accounting.limits import FailureLimiter
@@ -82,29 +83,50 @@ def _looks_like_jwt(token: str) -> bool:
     return token.count(".") == 2 and token.startswith("eyJ")
 
 
-class Authenticator:
-    def __init__(self, config: Config, store: Store | None) -> None:
-        self.store = store
-        self.jwt: JWTConfig | None = config.auth.jwt
+@dataclass(slots=True, frozen=True)
+class AuthRules:
+    """What the config says about callers: whether a key is required, and how JWTs are
+    checked. Part of the gateway's runtime snapshot; the Authenticator (the key table, the
+    failure limiter) outlives it."""
+
+    required: bool
+    jwt: JWTConfig | None = None
+    jwks: PyJWKSet | None = None
+
+    @classmethod
+    def of(cls, config: Config) -> AuthRules:
         required = config.auth.required
-        self.required = required if required is not None else not is_loopback(config.server.host)
+        jwt_config = config.auth.jwt
+        jwks = None
+        if jwt_config and jwt_config.jwks_file:
+            jwks = PyJWKSet.from_json(Path(jwt_config.jwks_file).read_text())
+        return cls(
+            required if required is not None else not is_loopback(config.server.host),
+            jwt_config,
+            jwks,
+        )
+
+
+class Authenticator:
+    """The key table (refreshed from the store) and the failed-authentication limiter: the
+    long-lived half of authentication. Each call takes the rules of the request's runtime."""
+
+    def __init__(self, store: Store | None) -> None:
+        self.store = store
         self._by_hash: dict[str, KeyRecord] = {}
         self._misses: dict[str, float] = {}
         self.failures = FailureLimiter()
         self._refresh: asyncio.Task[None] | None = None
-        self._jwks: jwt.PyJWKSet | None = None
-        if self.jwt and self.jwt.jwks_file:
-            self._jwks = jwt.PyJWKSet.from_json(Path(self.jwt.jwks_file).read_text())
 
-    async def start(self) -> None:
-        if not self.required:
+    async def start(self, rules: AuthRules) -> None:
+        if not rules.required:
             log.warning(
                 "authentication is off (loopback bind): any local process can use this gateway"
             )
         if self.store is not None:
             await self._load()
             self._refresh = asyncio.create_task(self._refresh_loop(), name="keys-refresh")
-        if self.required and not self._by_hash and self.jwt is None:
+        if rules.required and not self._by_hash and rules.jwt is None:
             log.warning("authentication is required but no key exists: `turnout keys create`")
 
     async def close(self) -> None:
@@ -144,20 +166,22 @@ class Authenticator:
             self._misses["name:" + name] = now
         return record
 
-    async def identify(self, headers: Any, address: str | None = None) -> Identity:
-        """The caller of a request with these headers, from this client address (None: not
-        known, so not limited)."""
+    async def identify(
+        self, headers: Any, rules: AuthRules, address: str | None = None
+    ) -> Identity:
+        """The caller of a request with these headers, under these rules, from this client
+        address (None: not known, so not limited)."""
         if address is not None:
             self._refuse_if_blocked(address)
         token = credential(headers)
         if token is None:
-            if self.required:
+            if rules.required:
                 raise AuthError(
                     401, "Missing API key: send Authorization: Bearer <key>.", "missing_api_key"
                 )
             return ANONYMOUS
         try:
-            return await self._identify(token)
+            return await self._identify(token, rules)
         except AuthError:
             if address is not None:
                 self.failures.failed(address, time.monotonic())
@@ -175,16 +199,16 @@ class Authenticator:
             headers={"retry-after": str(seconds)},
         )
 
-    async def _identify(self, token: str) -> Identity:
+    async def _identify(self, token: str, rules: AuthRules) -> Identity:
         if not _well_formed(token):
-            if not self.required:
+            if not rules.required:
                 return ANONYMOUS  # auth is off: a key that means nothing, as any unknown one
             raise AuthError(401, "Invalid API key: keys are printable ASCII.", "invalid_api_key")
-        if self.jwt is not None and _looks_like_jwt(token):
-            return await self._from_jwt(token)
+        if rules.jwt is not None and _looks_like_jwt(token):
+            return await self._from_jwt(token, rules)
         record = await self._lookup(hash_key(token))
         if record is None:
-            if not self.required:
+            if not rules.required:
                 # auth is off: OpenAI clients always send some key; an unknown one is fine
                 return ANONYMOUS
             raise AuthError(401, "Invalid API key.", "invalid_api_key")
@@ -208,8 +232,8 @@ class Authenticator:
             self._by_hash[key_hash] = record
         return record
 
-    async def _from_jwt(self, token: str) -> Identity:
-        config = self.jwt
+    async def _from_jwt(self, token: str, rules: AuthRules) -> Identity:
+        config = rules.jwt
         assert config is not None
         try:
             if config.algorithm == "HS256":
@@ -217,8 +241,8 @@ class Authenticator:
                 key: Any = config.secret.reveal()
             else:
                 kid = jwt.get_unverified_header(token).get("kid")
-                assert self._jwks is not None
-                keys = [k for k in self._jwks.keys if kid is None or k.key_id == kid]
+                assert rules.jwks is not None
+                keys = [k for k in rules.jwks.keys if kid is None or k.key_id == kid]
                 if not keys:
                     raise AuthError(401, "JWT signed with an unknown key.", "invalid_token")
                 key = keys[0].key

@@ -85,22 +85,34 @@ def _nobody(_: object) -> None:
     """Where a SpendTracker built without a bus sends its alerts."""
 
 
+def budgets_of(config: Config) -> tuple[Budget, ...]:
+    """The config's budgets, one per scope, name and period: part of the runtime snapshot."""
+    return tuple(
+        Budget(entry.scope, entry.name, period, usd, entry.soft, entry.on_exceed)
+        for entry in config.budgets
+        for period, usd in (("daily", entry.daily_usd), ("monthly", entry.monthly_usd))
+        if usd is not None
+    )
+
+
 class SpendTracker:
-    def __init__(self, config: Config, publish: Publish | None = None) -> None:
+    """What has been spent this day and month, per key, route and provider: long-lived state.
+    The budgets themselves come from the runtime snapshot: a request checks its own
+    runtime's (`check`), and alerts follow the ones installed last (`use`)."""
+
+    def __init__(self, budgets: tuple[Budget, ...] = (), publish: Publish | None = None) -> None:
         self.publish = publish or _nobody
-        self.budgets: list[Budget] = []
-        for entry in config.budgets:
-            for period, usd in (("daily", entry.daily_usd), ("monthly", entry.monthly_usd)):
-                if usd is not None:
-                    self.budgets.append(
-                        Budget(entry.scope, entry.name, period, usd, entry.soft, entry.on_exceed)
-                    )
-        # route and provider spend matters only to their budgets; a key's is always kept
-        # (an admin may give the key a budget at any time, and /admin/keys shows it)
-        self._budgeted = {(b.scope, b.name) for b in self.budgets}
         # (scope, name, period) -> [period start, spent]
         self._spent: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
         self._alerted: set[tuple[str, str, str, float]] = set()
+        self.use(budgets)
+
+    def use(self, budgets: tuple[Budget, ...]) -> None:
+        """The budgets alerts are raised against (the current runtime's)."""
+        self.budgets = budgets
+        # route and provider spend matters only to their budgets; a key's is always kept
+        # (an admin may give the key a budget at any time, and /admin/keys shows it)
+        self._budgeted = {(b.scope, b.name) for b in budgets}
 
     async def load(self, store: Any) -> None:
         """Today's and this month's spend so far, from the store."""
@@ -145,8 +157,15 @@ class SpendTracker:
             if usd is not None
         ]
 
-    def check(self, key: KeyRecord | None, route: str, now: float | None = None) -> Verdict:
-        budgets = [*self._key_budgets(key), *self.budgets]
+    def check(
+        self,
+        key: KeyRecord | None,
+        route: str,
+        budgets: tuple[Budget, ...],
+        now: float | None = None,
+    ) -> Verdict:
+        """The verdict of the request's own runtime's `budgets` (and its key's)."""
+        budgets = (*self._key_budgets(key), *budgets)
         if not budgets:
             return _NO_BUDGETS
         now = time.time() if now is None else now

@@ -8,7 +8,7 @@ import logging
 import os
 from pathlib import Path
 
-from turnout.accounting.budgets import AlertLog, SpendTracker
+from turnout.accounting.budgets import AlertLog, SpendTracker, budgets_of
 from turnout.accounting.capture import Capture
 from turnout.accounting.cost import cost_usd
 from turnout.accounting.limits import KeyLimiter
@@ -41,7 +41,7 @@ def make_configured_store(config: Config):
 class Accounting:
     def __init__(self, config: Config, publish: Publish | None = None) -> None:
         self.store = make_configured_store(config)
-        self.spend = SpendTracker(config, publish)  # publishes BudgetAlert
+        self.spend = SpendTracker(budgets_of(config), publish)  # publishes BudgetAlert
         self.alerts = AlertLog()  # subscribed to BudgetAlert by the gateway
         self.limiter = KeyLimiter()
         captured = {name: r.capture for name, r in config.routes.items() if r.capture}

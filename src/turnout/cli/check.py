@@ -14,44 +14,82 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from turnout.accounting.cost import cost_usd
 from turnout.cli.common import config_from_args, setup_logging
-from turnout.execute import AllTargetsFailed, PassThroughError
 from turnout.gateway import Gateway
-from turnout.model import Request, Usage
+from turnout.model import Delta, Request, Usage
+from turnout.model.errors import GatewayError
 
 PROBE = [{"role": "user", "content": "Reply with the single word: OK"}]
 
 
+class _Collector:
+    """The check's end of a stream, in place of an HTTP client: it is the stream client and
+    the encoder at once, and keeps the text, the usage and a mid-stream error."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.usage = Usage()
+        self.failure: str | None = None
+
+    def connected(self) -> bool:
+        return True
+
+    def absorb_cut(self) -> bool:
+        return False
+
+    async def open(self) -> None:
+        return None
+
+    async def write(self, data: bytes) -> None:
+        return None
+
+    def start(self) -> bytes:
+        return b""
+
+    def delta(self, delta: Delta) -> bytes:
+        self.text.append(delta.content or "")
+        return b""
+
+    def finish(self, usage: Usage | None) -> bytes:
+        self.usage = usage or self.usage
+        return b""
+
+    def error(self, status: int, message: str, code: str) -> bytes:
+        self.failure = message
+        return b""
+
+
 async def _check_model(gateway: Gateway, name: str) -> dict[str, Any]:
-    plan = gateway.planner.plan(name)
+    """One tiny streamed request forced to one model, through the same core as clients'."""
+    plan = gateway.runtime.plan(name)
     assert plan is not None
     request = Request(model=name, messages=PROBE, stream=True, max_tokens=8, temperature=0)
     row: dict[str, Any] = {"model": name, "provider": plan.targets[0].provider.name}
+    collector = _Collector()
+    exchange = gateway.arrive("check", collector)
     started = time.perf_counter()
     try:
-        stream = await gateway.executor.stream(plan, request)
-        row["ttft_ms"] = round((time.perf_counter() - started) * 1000, 1)
-        text, usage = [], Usage()
-        async for delta in stream.deltas():
-            text.append(delta.content or "")
-            usage = delta.usage or usage
-    except AllTargetsFailed as exc:
-        row.update(status="FAIL", error="; ".join(a.reason for a in exc.attempts))
-        return row
-    except PassThroughError as exc:
-        row.update(status="FAIL", error=f"{exc.error.reason}: {exc.error.message}")
+        answer = await gateway.handle(request, exchange)
+        assert answer.relay is not None
+        await answer.relay.run(collector, collector)
+    except GatewayError as exc:
+        row.update(status="FAIL", error=exchange.refuse(exc).message)
         return row
     except Exception as exc:  # noqa: BLE001 - a check reports every failure, whatever it is
+        exchange.finish()
         row.update(status="FAIL", error=f"{type(exc).__name__}: {exc}")
+        return row
+    if collector.failure is not None:
+        row.update(status="FAIL", error=collector.failure)
         return row
     row.update(
         status="OK",
         latency_ms=round((time.perf_counter() - started) * 1000, 1),
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        cost_usd=round(cost_usd(plan.targets[0].price, usage), 8),
-        reply="".join(text).strip()[:40],
+        ttft_ms=round(answer.ttft_ms or 0.0, 1),
+        prompt_tokens=collector.usage.prompt_tokens,
+        completion_tokens=collector.usage.completion_tokens,
+        cost_usd=round(exchange.row.cost_usd, 8),
+        reply="".join(collector.text).strip()[:40],
     )
     return row
 

@@ -47,7 +47,7 @@ class Stream:
         self.attempts = attempts
         self.tries = tries
         self.stale_age = stale_age  # set when this is a stored answer replayed
-        # epoch seconds when the executor received the first token (the commit): the stream's
+        # epoch seconds when the scheduler received the first token (the commit): the stream's
         # time to first token is measured there, not when the client is sent what was buffered
         self.first_token_at = first_token_at
         self._buffered = buffered

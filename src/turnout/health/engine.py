@@ -35,6 +35,12 @@ from turnout.model.errors import POLICY
 log = logging.getLogger("turnout.health")
 
 _WINDOW = 200  # recent attempts kept per model for its error rate
+_ADOPTED = "shared by another gateway process"
+_BREAKER_EVENTS = {
+    BreakerState.OPEN: HealthState.OPENED,
+    BreakerState.HALF_OPEN: HealthState.HALF_OPEN,
+    BreakerState.CLOSED: HealthState.CLOSED,
+}
 
 
 def _nobody(_: object) -> None:
@@ -110,10 +116,13 @@ class HealthEngine:
             health = self.models[name]
             if document.get("at", 0) < health.updated:
                 return
+            now = time.time()
+            was = health.breaker.state, health.cooldown_until > now
             health.breaker.adopt(document["breaker"], document["open_until"], document["level"])
             health.cooldown_until = document["cooldown_until"]
             health.cooldown_reason = document["cooldown_reason"]
             health.updated = document["at"]
+            self._announce_adopted(health, was, now)
         elif kind == "misconfigured":
             current = self.misconfigured.get(name)
             if current and (current.get("local") or document.get("at", 0) < current["at"]):
@@ -124,8 +133,23 @@ class HealthEngine:
                     "at": document["at"],
                     "probe_at": document["at"] + self.config.misconfigured_probe_interval,
                 }
-            else:
-                self.misconfigured.pop(name, None)
+                if current is None:
+                    reason = document["reason"]
+                    self._announce_scope(name, HealthState.MISCONFIGURED, reason, time.time())
+            elif self.misconfigured.pop(name, None) is not None:
+                self._announce_scope(name, HealthState.RECOVERED, _ADOPTED, time.time())
+
+    def _announce_adopted(
+        self, health: ModelHealth, was: tuple[BreakerState, bool], now: float
+    ) -> None:
+        """A state learnt from another process is a change here too: subscribers (metrics,
+        the dashboard) see the same transitions in every process."""
+        breaker, cooling = was
+        if health.breaker.state != breaker:
+            self._announce(health, _BREAKER_EVENTS[health.breaker.state], _ADOPTED, now)
+        if (health.cooldown_until > now) != cooling:
+            state = HealthState.COOLDOWN_ENDED if cooling else HealthState.COOLDOWN_STARTED
+            self._announce(health, state, health.cooldown_reason or _ADOPTED, now)
 
     def on_attempt(self, event: AttemptFinished) -> None:
         """The bus subscriber (inline: outcomes must be learnt in order, and this is O(1))."""

@@ -70,7 +70,7 @@ class ErrorPolicy:
 
 # The one table. Classes that are neither retried nor counted have reactions of their own:
 # rate_limited and quota cool the model down, auth marks it misconfigured (health/engine.py),
-# context_length skips later targets no larger (execute/executor.py). invalid_output is
+# context_length skips later targets no larger (execute/scheduler.py). invalid_output is
 # retried within the output guard's own budget (`guard_retries`), the others within `retry`.
 POLICY: Mapping[ErrorClass, ErrorPolicy] = MappingProxyType(
     {

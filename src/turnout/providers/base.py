@@ -1,4 +1,4 @@
-"""The provider interface the executor drives: one call, one answer or one stream."""
+"""The provider interface an upstream attempt drives: one call, one answer or one stream."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def _as_deltas(response: Response) -> list[Delta]:
 
 @functools.lru_cache(maxsize=64)
 def _connect_timeout(seconds: float) -> aiohttp.ClientTimeout:
-    """The connect timeout; the total is the executor's (it spans every provider kind)."""
+    """The connect timeout; the total is the scheduler's (it spans every provider kind)."""
     return aiohttp.ClientTimeout(total=None, sock_connect=seconds, connect=seconds)
 
 

@@ -36,14 +36,14 @@ class AdminEndpoints:
         self.worker = {"status": "ok", "pid": os.getpid()}  # which worker, with --workers
 
     async def _caller(self, http: web.Request, admin: bool) -> Identity | web.Response:
-        auth = self.gateway.auth
+        rules = self.gateway.runtime.auth
         try:
-            identity = await auth.identify(http.headers, http.remote)
+            identity = await self.gateway.auth.identify(http.headers, rules, http.remote)
         except AuthError as exc:
             refused = error(exc.status, exc.message, exc.error_type, exc.code)
             refused.headers.update(exc.headers)  # Retry-After of a blocked address
             return refused
-        if admin and auth.required and not identity.admin:
+        if admin and rules.required and not identity.admin:
             return error(403, "This endpoint needs an admin key.", "permission_error")
         return identity
 

@@ -18,11 +18,11 @@ from aiohttp.typedefs import Handler
 
 from turnout.dialects.anthropic.ingress import INGRESS as ANTHROPIC
 from turnout.dialects.openai.ingress import INGRESS as OPENAI
-from turnout.gateway import Gateway
+from turnout.gateway import CLIENT_CLOSED, Gateway
 from turnout.server.admin import AdminEndpoints
 from turnout.server.chat import ChatHandler
 from turnout.server.connections import ConnectionGuard, GuardedServer
-from turnout.server.drain import CLIENT_CLOSED, InFlight
+from turnout.server.drain import InFlight
 from turnout.server.errors import error_response
 
 log = logging.getLogger("turnout.server")

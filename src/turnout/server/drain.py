@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-CLIENT_CLOSED = 499  # nginx's status for a client that hung up before its answer
-
 
 class InFlight:
     """One per server: its chat handlers track their requests in it, and close() drains it."""

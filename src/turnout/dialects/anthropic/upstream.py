@@ -8,7 +8,7 @@ JSON output, for a request with an OpenAI `response_format`:
   structured outputs: one extra tool, `json_output`, whose input schema is the wanted schema,
   with tool_choice forcing it; its call is decoded back into text content
 - json_object: Anthropic has no JSON mode, so a system instruction asks for a JSON object only
-  (the executor's output guard is what checks the answer really is one)
+  (the output guard is what checks the answer really is one)
 """
 
 from __future__ import annotations

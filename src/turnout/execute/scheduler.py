@@ -1,4 +1,4 @@
-"""The attempt loop over a plan.
+"""The scheduler: which upstream attempts a request makes, in what order, and when.
 
 Each target is tried in order (at most `retry.attempts` times each), unless health says to
 skip it (breaker open, cooling down, rate-limit budget spent, misconfigured). A failure
@@ -9,12 +9,16 @@ stream that breaks or stalls before then fails over invisibly.
 When every target is unavailable: a stored answer to the identical request (routes with
 `stale_if_error`), else a wait for a target to come back (routes with `queue`), else
 AllTargetsFailed.
+
+Each try is an UpstreamAttempt (execute/attempt.py) that records its own outcome. The seams
+for what comes later: `_try` is the one place a try is made (hedging runs a second attempt
+there when the first is slow), and `continuation` is asked for a replacement when a committed
+stream breaks (today: none, and the client is told).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,30 +26,23 @@ from typing import TypeVar
 
 from turnout.events import AttemptFinished, Publish
 from turnout.execute import guard
-from turnout.execute.accumulate import Accumulator, replay
-from turnout.execute.attempts import AllTargetsFailed, PassThroughError
+from turnout.execute.accumulate import replay
+from turnout.execute.attempt import UpstreamAttempt
 from turnout.execute.deadlines import Deadlines
-from turnout.execute.failures import backoff_delay, should_retry_same_target, timeout_error
+from turnout.execute.failures import backoff_delay, should_retry_same_target
+from turnout.execute.no_answer import AllTargetsFailed, PassThroughError
 from turnout.execute.stale import StaleCache
-from turnout.execute.stream import Stream, close_quietly
+from turnout.execute.stream import Stream
 from turnout.health import HealthEngine
-from turnout.model import (
-    Attempt,
-    Delta,
-    ErrorClass,
-    Outcome,
-    Request,
-    Response,
-    UpstreamError,
-    Usage,
-)
+from turnout.model import Attempt, ErrorClass, Outcome, Request, Response, UpstreamError
 from turnout.model.tokens import estimate_prompt_tokens
-from turnout.providers.base import Call
 from turnout.routing import Plan, Target
 
 T = TypeVar("T")
-Once = Callable[[Target, "Progress"], Awaitable["T | UpstreamError"]]
+# one try at one target: its answer (a Completion, a Stream) or why it failed
+Try = Callable[[UpstreamAttempt, "Progress"], Awaitable["T | UpstreamError"]]
 _QUEUE_POLL = 0.25  # seconds between looks at a queued route's targets, at the most
+_PROBE = [{"role": "user", "content": "ping"}]
 
 
 @dataclass(slots=True)
@@ -70,24 +67,11 @@ class Completion:
     validated: bool = False  # the output guard checked this answer
 
 
-def _rewritten(deltas: list[Delta], content: str) -> list[Delta]:
-    """A buffered stream whose text is replaced by `content` (in its first content delta)."""
-    out, placed = [], False
-    for delta in deltas:
-        if delta.content is not None:
-            if placed:
-                delta = dataclasses.replace(delta, content=None)
-            else:
-                delta, placed = dataclasses.replace(delta, content=content), True
-        out.append(delta)
-    return out
-
-
-class Executor:
+class Scheduler:
     def __init__(self, health: HealthEngine, publish: Publish | None = None) -> None:
         self.health = health
         # each attempt's outcome is published as AttemptFinished; health subscribes. Without
-        # a bus (an executor built alone), the outcome goes to health directly, as before.
+        # a bus (a scheduler built alone), the outcome goes to health directly.
         self.publish = publish or self._to_health
         self.stale = StaleCache()
         self.deadlines = Deadlines()
@@ -97,35 +81,18 @@ class Executor:
     async def complete(
         self, plan: Plan, request: Request, skipped: list[Attempt] | None = None
     ) -> Completion:
-        async def once(target: Target, progress: Progress):
-            call = Call(target.upstream_model, target.timeouts)
-            started, t0 = time.time(), time.perf_counter()
-            try:
-                async with self.deadlines.timeout(target.timeouts.total):
-                    response = await target.provider.complete(request, call)
-            except TimeoutError:
-                error = timeout_error("total")
-            except UpstreamError as exc:
-                error = exc
-            else:
-                elapsed = time.perf_counter() - t0
-                invalid = guarded and guard.check(response, request, plan.output_schema)
-                if not invalid:
-                    self._outcome(plan, target, started, elapsed, None, None, response.usage, call)
-                    if plan.stale_max_age is not None:
-                        self.stale.put(plan.route, request, response, target.name)
-                    return Completion(
-                        response, target, progress.attempts, progress.tries, validated=guarded
-                    )
-                error = invalid
-            elapsed = time.perf_counter() - t0
-            self._outcome(plan, target, started, elapsed, error, call=call, held=progress.held)
-            return error
-
         guarded = guard.applies(request, plan.output_schema)
 
+        async def whole(attempt: UpstreamAttempt, progress: Progress):
+            result = await attempt.complete(guarded)
+            if isinstance(result, UpstreamError):
+                return result
+            return Completion(
+                result, attempt.target, progress.attempts, progress.tries, validated=guarded
+            )
+
         try:
-            return await self._serve(plan, request, once, skipped)
+            return await self._serve(plan, request, whole, skipped)
         except AllTargetsFailed as exc:
             target, response, age = self._stale_or_raise(plan, request, exc)
             return Completion(response, target, exc.attempts, exc.tries, stale_age=age)
@@ -133,14 +100,20 @@ class Executor:
     async def stream(
         self, plan: Plan, request: Request, skipped: list[Attempt] | None = None
     ) -> Stream:
-        async def once(target: Target, progress: Progress):
-            return await self._open(plan, target, request, progress)
+        async def committed(attempt: UpstreamAttempt, progress: Progress):
+            return await attempt.open(progress.attempts, progress.tries)
 
         try:
-            return await self._serve(plan, request, once, skipped)
+            return await self._serve(plan, request, committed, skipped)
         except AllTargetsFailed as exc:
             target, response, age = self._stale_or_raise(plan, request, exc)
             return Stream(target, exc.attempts, exc.tries, replay(response), stale_age=age)
+
+    async def continuation(self, stream: Stream, error: UpstreamError) -> Stream | None:
+        """A stream to carry on a committed one that broke with `error`, or None: the client
+        is then told the stream failed. None today; continuing on another model (issue 16)
+        plugs in here, and the relay (execute/relay.py) already asks."""
+        return None
 
     # --- when every target is unavailable ------------------------------------------------------
 
@@ -163,13 +136,13 @@ class Executor:
         return target, entry.response, time.time() - entry.stored_at
 
     async def _serve(
-        self, plan: Plan, request: Request, once: Once, skipped: list[Attempt] | None = None
+        self, plan: Plan, request: Request, run: Try, skipped: list[Attempt] | None = None
     ) -> T:
         """The failover loop; for a queued route, again as targets come back, until max_wait.
         A route with a stored answer to serve does not wait: stale beats slow."""
         progress = Progress(attempts=list(skipped or ()))
         try:
-            return await self._failover(plan, request, once, progress)
+            return await self._failover(plan, request, run, progress)
         except AllTargetsFailed as exc:
             wait = plan.queue_max_wait
             if wait is None or self._stale(plan, request) is not None:
@@ -183,7 +156,7 @@ class Executor:
             if not self._any_available(plan):
                 continue
             try:
-                return await self._failover(plan, request, once, progress)
+                return await self._failover(plan, request, run, progress)
             except AllTargetsFailed as exc:
                 failure = exc
         raise failure
@@ -194,7 +167,7 @@ class Executor:
 
     # --- the failover loop ---------------------------------------------------------------------
 
-    async def _failover(self, plan: Plan, request: Request, once: Once, progress: Progress) -> T:
+    async def _failover(self, plan: Plan, request: Request, run: Try, progress: Progress) -> T:
         """Try each target in order, retrying transient failures on the same target."""
         attempts, errors = progress.attempts, progress.errors
         too_long_for: int | None = None
@@ -205,7 +178,7 @@ class Executor:
                 continue
             for attempt in range(max(plan.retry.attempts, 1 + plan.guard_retries)):
                 progress.tries += 1
-                result = await once(target, progress)
+                result = await self._try(plan, target, request, run, progress)
                 if not isinstance(result, UpstreamError):
                     for outcome in progress.held:  # another answer was valid: these count
                         self.publish(AttemptFinished(outcome))
@@ -224,6 +197,15 @@ class Executor:
         raise AllTargetsFailed(
             plan, attempts, errors, self._retry_after(plan, errors), progress.tries
         )
+
+    async def _try(
+        self, plan: Plan, target: Target, request: Request, run: Try, progress: Progress
+    ) -> T | UpstreamError:
+        """One try at `target`: the one place an attempt is made (hedging goes here)."""
+        attempt = UpstreamAttempt(
+            plan, target, request, self.publish, self.deadlines, self.stale, progress.held
+        )
+        return await run(attempt, progress)
 
     def _retry_after(self, plan: Plan, errors: list[UpstreamError]) -> float:
         """When the first target is expected back: health's view, or what upstreams said.
@@ -251,134 +233,13 @@ class Executor:
         prompt = estimate_prompt_tokens(request) if health.limits.windows else 0
         return self.health.skip_reason(target.name, time.time(), prompt, request.max_tokens or 0)
 
-    # --- one streaming attempt --------------------------------------------------------------
-
-    async def _open(
-        self, plan: Plan, target: Target, request: Request, progress: Progress
-    ) -> Stream | UpstreamError:
-        """Start a stream and wait for its first content token within the TTFT timeout."""
-        call = Call(target.upstream_model, target.timeouts)
-        started, t0 = time.time(), time.perf_counter()
-        loop, _ = self.deadlines.task()
-        deadline = loop.time() + target.timeouts.total
-        ttft_deadline = min(deadline, loop.time() + target.timeouts.ttft)
-        source = target.provider.stream(request, call)
-        buffered: list[Delta] = []
-        try:
-            async with self.deadlines.timeout_at(ttft_deadline):
-                async for delta in source:
-                    buffered.append(delta)
-                    if delta.has_content or delta.finish_reason:
-                        break
-                else:
-                    if not buffered:
-                        raise UpstreamError(ErrorClass.STREAM_BROKEN, "stream ended empty")
-            ttft = time.perf_counter() - t0
-            if plan.buffer_streams and guard.applies(request, plan.output_schema):
-                # the client asked for JSON and the route validates streams: the whole answer
-                # is read and checked before the first byte goes out
-                async with self.deadlines.timeout_at(deadline):
-                    buffered += [delta async for delta in source]
-                whole = Accumulator()
-                for delta in buffered:
-                    whole.add(delta)
-                answer = whole.response("", target.name)
-                invalid = guard.check(answer, request, plan.output_schema)
-                if invalid:
-                    raise invalid
-                if answer.content is not None:  # the guard may have unwrapped a code fence
-                    buffered = _rewritten(buffered, answer.content)
-        except TimeoutError:
-            error = timeout_error("ttft" if ttft_deadline < deadline else "total")
-        except UpstreamError as exc:
-            error = exc
-        else:
-
-            def finish(err: UpstreamError | None, usage: Usage | None, kept: Accumulator | None):
-                elapsed = time.perf_counter() - t0
-                self._outcome(plan, target, started, elapsed, err, ttft, usage, call)
-                if kept is not None:
-                    self.stale.put(plan.route, request, kept.response("", target.name), target.name)
-
-            keep = plan.stale_max_age is not None
-            return Stream(
-                target,
-                progress.attempts,
-                progress.tries,
-                buffered,
-                source,
-                finish,
-                deadline,
-                keep,
-                self.deadlines,
-                first_token_at=started + ttft,
-            )
-        await close_quietly(source)
-        elapsed = time.perf_counter() - t0
-        self._outcome(plan, target, started, elapsed, error, call=call, held=progress.held)
-        return error
-
     # --- probes -------------------------------------------------------------------------------
 
     async def probe(self, plan: Plan, target: Target) -> None:
         """A synthetic tiny request that tells a half-open or misconfigured model's fate."""
-        request = Request(
-            model=target.name,
-            messages=[{"role": "user", "content": "ping"}],
-            max_tokens=1,
-            temperature=0,
-        )
-        call = Call(target.upstream_model, target.timeouts)
-        started, t0 = time.time(), time.perf_counter()
-        error = None
-        try:
-            async with self.deadlines.timeout(target.timeouts.total):
-                await target.provider.complete(request, call)
-        except TimeoutError:
-            error = timeout_error("total")
-        except UpstreamError as exc:
-            error = exc
-        self._outcome(plan, target, started, time.perf_counter() - t0, error, call=call, probe=True)
-
-    # --- outcomes ------------------------------------------------------------------------------
-
-    def _outcome(
-        self,
-        plan: Plan,
-        target: Target,
-        started: float,
-        elapsed: float,
-        error: UpstreamError | None = None,
-        ttft: float | None = None,
-        usage: Usage | None = None,
-        call: Call | None = None,
-        probe: bool = False,
-        held: list[Outcome] | None = None,
-    ) -> None:
-        outcome = Outcome(
-            route=plan.route,
-            model=target.name,
-            provider=target.provider.name,
-            ok=error is None,
-            error_class=error.error_class if error else None,
-            status=error.status if error else (call.status if call else None),
-            message=error.message if error else None,
-            started=started,
-            ttft=ttft,
-            latency=elapsed,
-            usage=usage,
-            headers=call.headers if call else None,
-            retry_after=error.retry_after if error else None,
-            probe=probe,
-        )
-        if (
-            held is not None
-            and error is not None
-            and error.error_class is ErrorClass.INVALID_OUTPUT
-        ):
-            held.append(outcome)
-            return
-        self.publish(AttemptFinished(outcome))
+        request = Request(model=target.name, messages=_PROBE, max_tokens=1, temperature=0)
+        probe = UpstreamAttempt(plan, target, request, self.publish, self.deadlines, probe=True)
+        await probe.complete()  # it records its outcome; the answer itself is not needed
 
     def _to_health(self, event: AttemptFinished) -> None:
         self.health.record(event.outcome)

@@ -1,0 +1,10 @@
+"""The gateway core: the runtime snapshot, the services, and `Gateway.handle`, the one call
+every ingress (and `turnout check`) goes through."""
+
+from turnout.gateway.admission import Refused
+from turnout.gateway.answer import Answer
+from turnout.gateway.core import Gateway
+from turnout.gateway.exchange import CLIENT_CLOSED, Client, Exchange
+from turnout.gateway.runtime import Runtime
+
+__all__ = ["CLIENT_CLOSED", "Answer", "Client", "Exchange", "Gateway", "Refused", "Runtime"]
