@@ -61,6 +61,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--rev", help="profile this git commit instead of the work tree")
+    parser.add_argument(
+        "--system", default="turnout", choices=("turnout", "floor"), help="what to profile"
+    )
     args = parser.parse_args()
     if shutil.which("py-spy") is None:
         print("py-spy is not installed: pip install py-spy", file=sys.stderr)
@@ -73,18 +76,19 @@ def main() -> int:
         conf = nginx_conf(tmp, "upstream", upstream_port, upstream_server(upstream_port))
         port = free_port()
         with running("nginx-upstream", Launch(nginx_argv(conf)), LOAD_CORE, upstream_port):
-            launch = server_launch("turnout", port, upstream_port, tmp, turnout)
-            with running("turnout", launch, SERVER_CORE, port) as proc:
+            launch = server_launch(args.system, port, upstream_port, tmp, turnout)
+            with running(args.system, launch, SERVER_CORE, port) as proc:
                 wrk(port, args.conns, 3)  # warm-up
                 raw = OUT / "profile.txt"
                 spy = subprocess.Popen(
-                    ["py-spy", "record", "--raw", "--nonblocking", "-r", "200", "-p", str(proc.pid),
-                     "-d", str(int(args.seconds)), "-o", str(raw)],
+                    ["py-spy", "record", "--format", "raw", "--nonblocking", "--rate", "200",
+                     "--pid", str(proc.pid),
+                     "--duration", str(int(args.seconds)), "--output", str(raw)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
                 result = wrk(port, args.conns, args.seconds)
                 spy.wait()
-    print(f"turnout at c={args.conns}: {result.rps:,.0f} req/s under the profiler")
+    print(f"{args.system} at c={args.conns}: {result.rps:,.0f} req/s under the profiler")
     print(top(raw, args.top))
     print(f"\nstacks: {raw.relative_to(BENCH.parent)}")
     return 0

@@ -529,7 +529,7 @@ def alternating_summary(ratios: list[float]) -> str:
     return (
         f"turnout / floor req/s at c=8, {len(ratios)} alternating {ALTERNATE_SECONDS:g} s pairs: "
         f"median {statistics.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f}x;"
-        " goal >= 0.60x)"
+        " goal >= 0.80x)"
     )
 
 

@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from tests.conftest import ask, free_port
+from tests.services import redis_url
 from tests.upstreams import shared_sim
 from turnout.config import parse_config
 from turnout.config.schema import HealthConfig
@@ -170,9 +171,7 @@ async def test_states_adopted_from_another_process_are_announced_too() -> None:
     for _ in range(2):
         bus, seen = EventBus(), []
         bus.subscribe(seen.append, kinds=(HealthChanged,), inline=True)
-        engine = HealthEngine(
-            config, make_store("redis", "redis://127.0.0.1:6379/0", prefix), publish=bus.publish
-        )
+        engine = HealthEngine(config, make_store("redis", redis_url(), prefix), publish=bus.publish)
         engine.register("alpha", "sim")
         await engine.start()
         engines.append(engine)

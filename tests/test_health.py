@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import ask, free_port
+from tests.services import redis_url
 from tests.upstreams import shared_sim
 
 HEALTHY = {"reply": "primary answered", "tokens_per_second": 5000}
@@ -195,7 +196,7 @@ def test_quota_exhaustion_cools_down_long_and_logs_an_error(gateway_factory) -> 
 def test_two_gateways_share_breaker_state_through_redis(gateway_factory) -> None:
     state = {
         "backend": "redis",
-        "url": "redis://127.0.0.1:6379/0",
+        "url": redis_url(),
         "prefix": f"turnout-test-{uuid.uuid4().hex[:8]}",
     }
     with shared_sim({"primary": HEALTHY, "backup": BACKUP}) as sim:

@@ -229,6 +229,25 @@ def test_jwt_hs256(setup) -> None:
         _client(gateway, stranger).chat.completions.create(model="chat", messages=MESSAGES)
 
 
+def test_a_jwt_names_the_newest_active_key_of_a_reused_name(setup) -> None:
+    """A key rotated under the same name: the JWT's subject is the successor (its limits
+    apply) while both are active, and still after the old one is revoked."""
+    gateway, keys = setup(auth={"required": True, "jwt": {"secret": "${JWT_SECRET}"}})
+    old_id, _ = keys.create("svc-rotated", "--routes", "nowhere")  # it may use no route
+    time.sleep(0.01)
+    keys.create("svc-rotated")  # the successor may use every route
+    time.sleep(2.5)  # the gateway's key table refreshes every 2 s
+    token = jwt.encode(
+        {"sub": "svc-rotated", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256"
+    )
+    answer = _client(gateway, token).chat.completions.create(model="chat", messages=MESSAGES)
+    assert answer.choices[0].message.content == "cheap"
+    assert keys.run("revoke", old_id).returncode == 0
+    time.sleep(2.5)  # the gateway's key table refreshes every 2 s
+    answer = _client(gateway, token).chat.completions.create(model="chat", messages=MESSAGES)
+    assert answer.choices[0].message.content == "cheap"
+
+
 def test_jwt_rs256_with_a_jwks_file(setup, tmp_path) -> None:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))

@@ -1,4 +1,4 @@
-"""The layers of ../shared/DESIGN.md, kept true: imports go downward only (cli -> server ->
+"""The layers of CONTRIBUTING.md, kept true: imports go downward only (cli -> server ->
 gateway -> execute -> routing -> providers -> sim -> dialects | health | accounting -> config ->
 model), no module cycles inside a package, dialects and the model stay pure. The contracts are
 import-linter's, in pyproject.toml ([tool.importlinter]); this runs `lint-imports` on the

@@ -12,7 +12,6 @@ import contextlib
 import inspect
 import json
 import logging
-import os
 import re
 import sqlite3
 import sys
@@ -25,11 +24,11 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tests.services import postgres_server
 from turnout.accounting.records import KeyRecord, LedgerRow
 from turnout.accounting.store import DuplicateKeyError, Store, make_store, migrations
 from turnout.accounting.store.columns import KEY_COLUMNS, LEDGER_COLUMNS
 
-PG_SERVER = os.environ.get("TURNOUT_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 BACKENDS = ["sqlite", "postgres"]
 
 
@@ -51,15 +50,16 @@ def make_row(**fields: Any) -> LedgerRow:
 async def fresh_postgres_database() -> AsyncIterator[str]:
     """A new, empty database; its DSN. Dropped afterwards, connections and all."""
     name = f"turnout_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(f"{PG_SERVER}/test")
+    server = postgres_server()
+    admin = await asyncpg.connect(f"{server}/test")
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
     try:
-        yield f"{PG_SERVER}/{name}"
+        yield f"{server}/{name}"
     finally:
-        admin = await asyncpg.connect(f"{PG_SERVER}/test")
+        admin = await asyncpg.connect(f"{server}/test")
         try:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:

@@ -1,4 +1,4 @@
-"""The Anthropic dialect against real recorded Messages API traffic (`shared/vectors/anthropic`).
+"""The Anthropic dialect against real recorded Messages API traffic (`tests/data/vectors/anthropic`).
 
 Every `POST /v1/messages` interaction is replayed through the pure dialect functions (the
 folder also holds count_tokens calls, a Bedrock `invoke`, and OpenAI Responses and Gemini
@@ -36,17 +36,11 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.vectors import Interaction, find, load_folder, vectors_dir
+from tests.vectors import Interaction, find, load_folder
 from turnout.dialects.anthropic import INGRESS, AnthropicRequest, AnthropicUpstream
 from turnout.dialects.anthropic.upstream import AnthropicStreamDecoder, decode_error
 from turnout.dialects.sse import SSEEvent, SSEParser
 from turnout.model import ErrorClass, Request, Response, UpstreamError, Usage
-
-if vectors_dir() is None:
-    pytest.skip(
-        "recorded vectors not found: expected <repo>/../shared/vectors or $TURNOUT_VECTORS",
-        allow_module_level=True,
-    )
 
 UPSTREAM = AnthropicUpstream()
 ALL = list(load_folder("anthropic"))

@@ -1,4 +1,4 @@
-"""The Gemini dialect against real recorded Gemini API traffic (`shared/vectors`).
+"""The Gemini dialect against real recorded Gemini API traffic (`tests/data/vectors`).
 
 Every `generateContent` / `streamGenerateContent` interaction recorded (the google/ folder,
 the google stream in stream_close/, and the few Gemini calls recorded in other folders) is
@@ -23,7 +23,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.vectors import Interaction, find, load, vectors_dir
+from tests.vectors import Interaction, find, load
 from turnout.config.schema import ProviderConfig, Timeouts
 from turnout.dialects.gemini import UPSTREAM, GeminiStreamDecoder
 from turnout.dialects.gemini.encode import SKIP_SIGNATURE
@@ -32,12 +32,6 @@ from turnout.dialects.sse import SSEEvent, SSEParser
 from turnout.model import ErrorClass, Request, Response, UpstreamError, Usage
 from turnout.providers.base import Call
 from turnout.providers.http import HTTPProvider
-
-if vectors_dir() is None:
-    pytest.skip(
-        "recorded vectors not found: expected <repo>/../shared/vectors or $TURNOUT_VECTORS",
-        allow_module_level=True,
-    )
 
 FOLDERS = ("google", "stream_close", "openai", "anthropic")
 ALL = [

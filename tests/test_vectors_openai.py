@@ -1,4 +1,4 @@
-"""The OpenAI dialect against real recorded provider traffic (`shared/vectors`).
+"""The OpenAI dialect against real recorded provider traffic (`tests/data/vectors`).
 
 Every Chat Completions interaction recorded for OpenAI, OpenRouter, Groq, Cerebras, DeepSeek,
 Mistral and Ollama is replayed through the pure dialect functions. Expectations are computed
@@ -23,7 +23,6 @@ from tests.vectors import (
     chat_completions,
     find,
     load,
-    vectors_dir,
 )
 from turnout.dialects.classify import retry_after
 from turnout.dialects.openai import ingress
@@ -35,12 +34,6 @@ from turnout.dialects.openai.upstream import (
 )
 from turnout.dialects.sse import SSEEvent, SSEParser
 from turnout.model import ErrorClass, Response, UpstreamError, Usage
-
-if vectors_dir() is None:
-    pytest.skip(
-        "recorded vectors not found: expected <repo>/../shared/vectors or $TURNOUT_VECTORS",
-        allow_module_level=True,
-    )
 
 ALL = chat_completions()
 COMPLETIONS = [

@@ -145,7 +145,7 @@ def usage_reporting_upstream(usage: dict) -> web.Application:
 
 
 class CassetteUpstream:
-    """Replays recorded provider answers (../shared/vectors) to whatever asks, in order,
+    """Replays recorded provider answers (tests/data/vectors) to whatever asks, in order,
     keeping the request bodies it was sent."""
 
     def __init__(self, interactions: list[dict]) -> None:

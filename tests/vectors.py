@@ -1,4 +1,5 @@
-"""Loader for the recorded provider traffic in `shared/vectors` (VCR cassettes, YAML).
+"""Loader for the recorded provider traffic in `tests/data/vectors` (VCR cassettes, YAML;
+MIT-licensed data recorded by pydantic-ai, its licence file beside it).
 
 Each cassette file holds `interactions[]`, each a request and the provider's response as it
 was recorded. `Interaction` flattens one of them into what the dialect tests need.
@@ -21,16 +22,13 @@ import yaml
 OPENAI_COMPATIBLE = ("openai", "openrouter", "groq", "cerebras", "deepseek", "mistral", "ollama")
 
 
-def vectors_dir() -> Path | None:
-    """`<repo>/../shared/vectors` (CI clones the repo with `shared/` beside it), else the
-    directory named by TURNOUT_VECTORS, else None."""
-    beside = Path(__file__).resolve().parents[1].parent / "shared" / "vectors"
-    if beside.is_dir():
-        return beside
+def vectors_dir() -> Path:
+    """The recorded traffic: inside the repository, so a plain clone tests itself.
+    TURNOUT_VECTORS names another directory of cassettes to run the same tests on."""
     env = os.environ.get("TURNOUT_VECTORS")
     if env and Path(env).is_dir():
         return Path(env)
-    return None
+    return Path(__file__).resolve().parent / "data" / "vectors"
 
 
 def _headers(raw: Any) -> dict[str, str]:
@@ -112,7 +110,7 @@ def _interaction(folder: str, file: str, index: int, raw: dict[str, Any]) -> Int
 def load_folder(folder: str) -> tuple[Interaction, ...]:
     """Every interaction of every cassette in one provider folder, in file order."""
     root = vectors_dir()
-    if root is None or not (root / folder).is_dir():
+    if not (root / folder).is_dir():
         return ()
     out: list[Interaction] = []
     for path in sorted((root / folder).glob("*.yaml")):

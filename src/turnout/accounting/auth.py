@@ -150,7 +150,11 @@ class Authenticator:
                 log.warning("could not reload gateway keys: %s", exc)
 
     def by_name(self, name: str) -> KeyRecord | None:
-        return next((k for k in self._by_hash.values() if name in (k.name, k.id)), None)
+        """The key with this id, or this name: its newest active key (a rotation makes the
+        successor under the same name before the old one is revoked), else its newest."""
+        named = [k for k in self._by_hash.values() if name in (k.name, k.id)]
+        pool = [k for k in named if k.revoked_at is None] or named
+        return max(pool, key=lambda k: k.created_at, default=None)
 
     async def _key_named(self, name: str) -> KeyRecord | None:
         """A key by name or id; one made since the last refresh is found by reloading."""

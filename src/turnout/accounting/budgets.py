@@ -130,7 +130,8 @@ class SpendTracker:
         return usd if start == period_start(period, now) else 0.0
 
     def add(self, row: LedgerRow) -> None:
-        if not row.cost_usd:
+        # no key and no budget configured (the usual case): nothing is tracked
+        if not row.cost_usd or (row.key_id is None and not self._budgeted):
             return
         now = row.started_at
         for scope, name in (("key", row.key_id), ("route", row.route), ("provider", row.provider)):

@@ -13,8 +13,10 @@ from typing import Any
 import orjson
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from turnout.cli.common import config_from_args, setup_logging
+from turnout.cli.tables import fit
 from turnout.gateway import Gateway
 from turnout.model import Delta, Request, Usage
 from turnout.model.errors import GatewayError
@@ -102,20 +104,31 @@ async def _run(gateway: Gateway) -> list[dict[str, Any]]:
         await gateway.close()
 
 
-def _table(rows: list[dict[str, Any]]) -> Table:
+# narrow terminal: what goes first (model, status and the reply or error always stay)
+_DROP = ("tokens in/out", "cost $", "TTFT ms", "provider", "latency ms")
+
+
+def _table(rows: list[dict[str, Any]], width: int) -> Table:
     table = Table(title="turnout check")
-    columns = ["model", "provider", "status", "latency_ms", "ttft_ms", "prompt_tokens"]
-    columns += ["completion_tokens", "cost_usd", "reply / error"]
-    for column in columns:
+    for column in ("model", "provider", "status"):
         table.add_column(column)
+    for column in ("latency ms", "TTFT ms", "tokens in/out", "cost $"):
+        table.add_column(column, justify="right")
+    table.add_column("reply / error")
     for row in rows:
-        style = "green" if row["status"] == "OK" else "red"
+        ok = row["status"] == "OK"
         table.add_row(
-            *[str(row.get(c, "")) for c in columns[:-1]],
-            row.get("reply") if row["status"] == "OK" else row.get("error", ""),
-            style=style,
+            Text(row["model"]),
+            Text(row["provider"]),
+            row["status"],
+            str(row.get("latency_ms", "")),
+            str(row.get("ttft_ms", "")),
+            f"{row['prompt_tokens']}/{row['completion_tokens']}" if ok else "",
+            f"{row['cost_usd']:.8f}".rstrip("0").rstrip(".") if ok else "",
+            Text(row["reply"] if ok else row["error"]),
+            style="green" if ok else "red",
         )
-    return table
+    return fit(table, width, fold=("reply / error",), drop=_DROP)
 
 
 def check(args: argparse.Namespace) -> int:
@@ -128,5 +141,6 @@ def check(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        Console().print(_table(rows))
+        console = Console()
+        console.print(_table(rows, console.width))
     return 0 if all(row["status"] == "OK" for row in rows) else 1

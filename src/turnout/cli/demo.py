@@ -17,11 +17,13 @@ import aiohttp
 import orjson
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from turnout.accounting.cost import cost_usd
 from turnout.cli.common import setup_logging
+from turnout.cli.tables import fit
 from turnout.config import parse_config
 from turnout.gateway import Gateway
 from turnout.model import Usage
@@ -136,7 +138,7 @@ async def _one_request(
         tally.cost_all_fallback += cost_usd(prices["haiku"], used)
 
 
-def _table(phase: str, tally: Tally, remaining: float) -> Group:
+def _table(phase: str, tally: Tally, remaining: float, width: int) -> Group:
     table = Table(title=f"turnout demo · {phase} · {remaining:4.1f}s left in this phase")
     for column in (
         "requests",
@@ -147,18 +149,19 @@ def _table(phase: str, tally: Tally, remaining: float) -> Group:
         "p50 ms",
         "p95 ms",
     ):
-        table.add_column(column, justify="right")
-    reasons = ", ".join(f"{k} x{v}" for k, v in tally.fallbacks.most_common()) or "-"
+        table.add_column(column, justify="left" if column.startswith("fallbacks") else "right")
+    # one reason a line: a reason such as `open, skipped` holds a comma itself
+    reasons = "\n".join(f"{k} x{v}" for k, v in tally.fallbacks.most_common()) or "-"
     table.add_row(
         str(tally.requests),
         str(tally.served["scout"]),
         str(tally.served["haiku"]),
         str(tally.errors),
-        reasons,
+        Text(reasons),
         tally.percentile_ms(50),
         tally.percentile_ms(95),
     )
-    return Group(table)
+    return Group(fit(table, width, fold=("fallbacks by reason",)))
 
 
 async def _story(speed: float, port: int, console: Console) -> Tally:
@@ -168,9 +171,10 @@ async def _story(speed: float, port: int, console: Console) -> Tally:
         server = GatewayServer(gateway, "127.0.0.1", port)
         await server.start()
         url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
+        # escaped: rich would read the square brackets of the list as markup and drop them
         console.print(
             f"gateway on {url.removesuffix('/chat/completions')} · route chat = "
-            "[scout ($0.30/M out), haiku ($5/M out)]"
+            + escape("[scout ($0.30/M out), haiku ($5/M out)]")
         )
         try:
             async with aiohttp.ClientSession() as session:
@@ -186,27 +190,35 @@ async def _story(speed: float, port: int, console: Console) -> Tally:
                         while (left := ends - time.monotonic()) > 0:
                             batch = [_one_request(session, url, tally, gateway) for _ in range(4)]
                             await asyncio.gather(*batch)
-                            live.update(_table(phase.title, tally, left))
+                            live.update(_table(phase.title, tally, left, console.width))
                             await asyncio.sleep(0.1 / speed)
         finally:
             await server.close()
     return tally
 
 
+def _summary(tally: Tally) -> Text:
+    """The story's outcome in a few plain lines (no markup: nothing in them is styled by
+    accident), fallbacks one reason a line."""
+    saved = tally.cost_all_fallback - tally.cost
+    reasons = [f"  {reason:<28} {count:>6}" for reason, count in tally.fallbacks.most_common()]
+    lines = [
+        f"{tally.requests} requests, {tally.errors} client-visible errors.",
+        f"Served: scout {tally.served['scout']}, haiku {tally.served['haiku']}.",
+        "Fallbacks by reason:" if reasons else "Fallbacks: none.",
+        *reasons,
+        (
+            f"Cost: ${tally.cost:.6f}, against ${tally.cost_all_fallback:.6f} had every"
+            f" request gone to haiku (saved ${saved:.6f})."
+        ),
+        f"Latency: p50 {tally.percentile_ms(50)} ms, p95 {tally.percentile_ms(95)} ms.",
+    ]
+    return Text.assemble(("\nSummary: ", "bold"), "\n".join(lines))
+
+
 def demo(args: argparse.Namespace) -> int:
     setup_logging("error")  # the table tells the story; per-failure warnings would drown it
     console = Console()
     tally = asyncio.run(_story(max(args.speed, 0.1), args.port, console))
-    saved = tally.cost_all_fallback - tally.cost
-    console.print(
-        Text.assemble(
-            ("\nSummary: ", "bold"),
-            f"{tally.requests} requests, {tally.errors} client-visible errors; "
-            f"scout served {tally.served['scout']}, haiku served {tally.served['haiku']}; "
-            f"fallbacks: {dict(tally.fallbacks) or 'none'}.\n",
-            f"Cost ${tally.cost:.6f} against ${tally.cost_all_fallback:.6f} had every request gone "
-            f"to haiku (saved ${saved:.6f}). p50 {tally.percentile_ms(50)} ms, "
-            f"p95 {tally.percentile_ms(95)} ms.",
-        )
-    )
+    console.print(_summary(tally))
     return 0 if tally.errors == 0 else 1

@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import PackageNotFoundError, version
+
+
+def _version() -> str:
+    try:
+        return version("turnout")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _add_config(parser: argparse.ArgumentParser, text: str) -> None:
+    """`--config/-c` on this parser. Its default is no attribute at all (SUPPRESS), so that a
+    sub-command's parser does not reset what its parent's took: `turnout keys -c F list` and
+    `turnout keys list -c F` both work; `main` sets the shared default, None."""
+    parser.add_argument("--config", "-c", default=argparse.SUPPRESS, help=text)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="turnout", description="A self-hosted LLM gateway.")
+    parser.add_argument("--version", action="version", version=f"turnout {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", "-c", help="YAML config file (default: embedded defaults)")
+    _add_config(serve, "YAML config file (default: embedded defaults)")
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -21,11 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     check = commands.add_parser("check", help="send one tiny request to every configured model")
-    check.add_argument("--config", "-c", help="YAML config file (default: embedded defaults)")
+    _add_config(check, "YAML config file (default: embedded defaults)")
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     sim = commands.add_parser("sim", help="run a simulated OpenAI-compatible upstream")
-    sim.add_argument("--config", "-c", help="YAML file of simulated models and their faults")
+    _add_config(sim, "YAML file of simulated models and their faults")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=9100)
 
@@ -35,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--key", help="an admin key (default: $TURNOUT_KEY), when auth is on")
 
     keys = commands.add_parser("keys", help="create, list and revoke gateway API keys")
-    keys.add_argument("--config", "-c", help="YAML config file (its ledger holds the keys)")
+    _add_config(keys, "YAML config file (its ledger holds the keys)")
     actions = keys.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="make a key; it is printed once")
     create.add_argument("name")
@@ -46,11 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--monthly-budget", type=float, help="USD per calendar month")
     create.add_argument("--on-exceed", choices=["block", "downgrade"], default="block")
     create.add_argument("--admin", action="store_true", help="may use the admin endpoints")
-    actions.add_parser("list", help="list keys (never the keys themselves)")
+    listing = actions.add_parser("list", help="list keys (never the keys themselves)")
     revoke = actions.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
+    for action in (create, listing, revoke):
+        _add_config(action, "YAML config file (its ledger holds the keys)")
     report = commands.add_parser("report", help="spend, savings and fallbacks from the ledger")
-    report.add_argument("--config", "-c", help="YAML config file (its ledger is read)")
+    _add_config(report, "YAML config file (its ledger is read)")
     report.add_argument("--since", default="7d", help="7d, 24h, 30m or an ISO date")
     report.add_argument("--format", choices=["table", "json", "csv"], default="table")
     demo = commands.add_parser("demo", help="watch failover happen, in under a minute")
@@ -61,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if not hasattr(args, "config"):
+        args.config = None  # the shared default of every --config (see _add_config)
     if args.command == "serve":
         from turnout.cli.serve import serve
 

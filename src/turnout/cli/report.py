@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import sys
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.table import Table
 
 from turnout.accounting.report import (
     build_report,
@@ -16,6 +17,22 @@ from turnout.accounting.report import (
     render_table,
 )
 from turnout.cli.common import configured_store
+from turnout.cli.tables import fit_alike
+
+# narrow terminal: the figures that go first (the group, requests and spend always stay)
+_DROP = (
+    "provider cost",
+    "baseline",
+    "compl. tok",
+    "prompt tok",
+    "TTFT p95 ms",
+    "lat. p95 ms",
+    "TTFT p50 ms",
+    "lat. p50 ms",
+    "errors",
+    "fallback",
+    "saved",
+)
 
 
 async def _build(store, since: float) -> dict:
@@ -41,5 +58,7 @@ def report(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         sys.stdout.write(render_csv(data))
     else:
-        Console().print(render_table(data))
+        console = Console()
+        tables = [t for t in render_table(data).renderables if isinstance(t, Table)]
+        console.print(Group(*fit_alike(tables, console.width, drop=_DROP)))
     return 0

@@ -13,6 +13,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from turnout.cli.tables import fit
 
 _STYLE = {"healthy": "green", "half_open": "yellow", "rate_limited": "yellow"}
 
@@ -24,7 +27,7 @@ def _state_text(target: dict[str, Any], now: float) -> str:
             f" ({target['until'] - now:.0f}s)"
         )
     if state == "misconfigured":
-        return f"misconfigured: {target.get('reason', '')}"[:80]
+        return f"misconfigured: {target.get('reason', '')}"  # folded in the table, not cut
     return state
 
 
@@ -32,7 +35,11 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def _table(data: dict[str, Any]) -> Table:
+# narrow terminal: what goes first (route, model and state always stay)
+_DROP = ("TTFT p50/p95 ms", "error rate", "last error")
+
+
+def _table(data: dict[str, Any], width: int) -> Table:
     now = time.time()
     table = Table(title="turnout status")
     for column in ("route", "model", "state", "error rate", "TTFT p50/p95 ms", "last error"):
@@ -43,15 +50,15 @@ def _table(data: dict[str, Any]) -> Table:
             last = f"{error.get('class')} {error.get('status') or ''}".strip() if error else "-"
             marker = " (active)" if target["model"] == info["active"] else ""
             table.add_row(
-                route,
-                target["model"] + marker,
-                _state_text(target, now),
+                Text(route),
+                Text(target["model"] + marker),
+                Text(_state_text(target, now)),
                 f"{target['error_rate'] * 100:.1f}%",
                 f"{_ms(target['ttft_p50_ms'])}/{_ms(target['ttft_p95_ms'])}",
-                last,
+                Text(last),
                 style=_STYLE.get(target["state"], "red"),
             )
-    return table
+    return fit(table, width, fold=("state", "last error"), drop=_DROP)
 
 
 def status(args: argparse.Namespace) -> int:
@@ -67,5 +74,6 @@ def status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
     else:
-        Console().print(_table(data))
+        console = Console()
+        console.print(_table(data, console.width))
     return 0

@@ -157,6 +157,8 @@ class ModelConfig(Strict):
     model: str | None = None  # the upstream's name; defaults to this model's key
     price: Price | None = None  # None: the shipped default table's price for `model`
     context_window: int | None = Field(None, gt=0)
+    # the most it can write in one answer: a request asking for more is clamped to this
+    max_output_tokens: int | None = Field(None, gt=0)
     supports: list[Capability] = Field(default_factory=list)
     timeout: TimeoutOverride = TimeoutOverride()
 
@@ -227,6 +229,9 @@ class RouteConfig(Strict):
     # savings are reported against this model: what the same tokens would have cost there
     baseline: str | None = None
     capture: CaptureConfig | None = None
+    # a max_tokens larger than a target can give: clamp it to what the target can (clients
+    # send large defaults), or skip the target (strict)
+    max_tokens: Literal["clamp", "strict"] = "clamp"
 
     @field_validator("policy")
     @classmethod

@@ -74,7 +74,10 @@ class UpstreamAttempt:
         self.plan = plan
         self.probe = probe  # a synthetic request of health's: its latency is not the model's
         self.target = target
-        self.request = request
+        limit = target.output_limit(request)
+        # more max_tokens than this target can give: it is asked for what it can (clamp
+        # routes; strict routes never try it)
+        self.request = request if limit is None else dataclasses.replace(request, max_tokens=limit)
         self.call = Call(target.upstream_model, target.timeouts)
         self.started = time.time()  # epoch seconds, for the outcome and the ledger
         self.ttft: float | None = None  # seconds to the first content token, once known
@@ -92,6 +95,8 @@ class UpstreamAttempt:
 
     async def complete(self, guarded: bool = False) -> Response | UpstreamError:
         """The whole answer, checked by the output guard when `guarded`; or why not."""
+        if not guarded and self.plan.stale_max_age is None:
+            self.call.pass_through = self.request.answer_format  # nothing here reads the answer
         try:
             async with self._deadlines.timeout(self.target.timeouts.total):
                 response = await self.target.provider.complete(self.request, self.call)

@@ -39,8 +39,8 @@ from turnout.model.tokens import estimate_prompt_tokens
 from turnout.routing import Plan, Target
 
 T = TypeVar("T")
-# one try at one target: its answer (a Completion, a Stream) or why it failed
-Try = Callable[[UpstreamAttempt, "Progress"], Awaitable["T | UpstreamError"]]
+# one try at one target: its answer (a Response, a Stream) or why it failed
+Try = Callable[[UpstreamAttempt], Awaitable["T | UpstreamError"]]
 _QUEUE_POLL = 0.25  # seconds between looks at a queued route's targets, at the most
 _PROBE = [{"role": "user", "content": "ping"}]
 
@@ -82,32 +82,32 @@ class Scheduler:
         self, plan: Plan, request: Request, skipped: list[Attempt] | None = None
     ) -> Completion:
         guarded = guard.applies(request, plan.output_schema)
-
-        async def whole(attempt: UpstreamAttempt, progress: Progress):
-            result = await attempt.complete(guarded)
-            if isinstance(result, UpstreamError):
-                return result
-            return Completion(
-                result, attempt.target, progress.attempts, progress.tries, validated=guarded
-            )
-
+        progress = Progress(attempts=list(skipped) if skipped else [])
         try:
-            return await self._serve(plan, request, whole, skipped)
+            served: tuple[Response, Target] = await self._serve(
+                plan, request, lambda attempt: attempt.complete(guarded), progress
+            )
         except AllTargetsFailed as exc:
             target, response, age = self._stale_or_raise(plan, request, exc)
             return Completion(response, target, exc.attempts, exc.tries, stale_age=age)
+        response, target = served
+        return Completion(response, target, progress.attempts, progress.tries, validated=guarded)
 
     async def stream(
         self, plan: Plan, request: Request, skipped: list[Attempt] | None = None
     ) -> Stream:
-        async def committed(attempt: UpstreamAttempt, progress: Progress):
-            return await attempt.open(progress.attempts, progress.tries)
-
+        progress = Progress(attempts=list(skipped) if skipped else [])
         try:
-            return await self._serve(plan, request, committed, skipped)
+            served: tuple[Stream, Target] = await self._serve(
+                plan,
+                request,
+                lambda attempt: attempt.open(progress.attempts, progress.tries),
+                progress,
+            )
         except AllTargetsFailed as exc:
             target, response, age = self._stale_or_raise(plan, request, exc)
             return Stream(target, exc.attempts, exc.tries, replay(response), stale_age=age)
+        return served[0]
 
     async def continuation(self, stream: Stream, error: UpstreamError) -> Stream | None:
         """A stream to carry on a committed one that broke with `error`, or None: the client
@@ -136,18 +136,27 @@ class Scheduler:
         return target, entry.response, time.time() - entry.stored_at
 
     async def _serve(
-        self, plan: Plan, request: Request, run: Try, skipped: list[Attempt] | None = None
-    ) -> T:
+        self, plan: Plan, request: Request, run: Try, progress: Progress
+    ) -> tuple[T, Target]:
         """The failover loop; for a queued route, again as targets come back, until max_wait.
         A route with a stored answer to serve does not wait: stale beats slow."""
-        progress = Progress(attempts=list(skipped or ()))
         try:
             return await self._failover(plan, request, run, progress)
         except AllTargetsFailed as exc:
             wait = plan.queue_max_wait
             if wait is None or self._stale(plan, request) is not None:
                 raise
-            failure = exc
+            return await self._queued(plan, request, run, progress, wait, exc)
+
+    async def _queued(
+        self,
+        plan: Plan,
+        request: Request,
+        run: Try,
+        progress: Progress,
+        wait: float,
+        failure: AllTargetsFailed,
+    ) -> tuple[T, Target]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while (left := deadline - loop.time()) > 0:
@@ -167,7 +176,9 @@ class Scheduler:
 
     # --- the failover loop ---------------------------------------------------------------------
 
-    async def _failover(self, plan: Plan, request: Request, run: Try, progress: Progress) -> T:
+    async def _failover(
+        self, plan: Plan, request: Request, run: Try, progress: Progress
+    ) -> tuple[T, Target]:
         """Try each target in order, retrying transient failures on the same target."""
         attempts, errors = progress.attempts, progress.errors
         too_long_for: int | None = None
@@ -182,7 +193,7 @@ class Scheduler:
                 if not isinstance(result, UpstreamError):
                     for outcome in progress.held:  # another answer was valid: these count
                         self.publish(AttemptFinished(outcome))
-                    return result
+                    return result, target
                 error = result
                 if not error.error_class.fails_over:  # model.errors.POLICY
                     raise PassThroughError(error, attempts, target, progress.tries)
@@ -205,7 +216,7 @@ class Scheduler:
         attempt = UpstreamAttempt(
             plan, target, request, self.publish, self.deadlines, self.stale, progress.held
         )
-        return await run(attempt, progress)
+        return await run(attempt)
 
     def _retry_after(self, plan: Plan, errors: list[UpstreamError]) -> float:
         """When the first target is expected back: health's view, or what upstreams said.

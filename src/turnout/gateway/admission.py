@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from turnout.accounting.auth import Authenticator, Identity
+from turnout.accounting.budgets import Verdict
 from turnout.accounting.service import Accounting
 from turnout.gateway.runtime import Runtime
 from turnout.model import Request
@@ -89,6 +90,11 @@ def admit(
             code="budget_exceeded",
             error_type="rate_limit_error",
         )
+    if verdict.providers_over or verdict.downgrade:
+        _exclude_over_budget(plan, request, verdict)
+
+
+def _exclude_over_budget(plan: Plan, request: Request, verdict: Verdict) -> None:
     over = {t.name for t in plan.targets if t.provider.name in verdict.providers_over}
     if verdict.downgrade:
         cheapest = min(t.price.output + t.price.input for t in plan.targets)

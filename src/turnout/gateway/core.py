@@ -131,6 +131,9 @@ class Gateway:
         admit(runtime, self.accounting, exchange.identity or ANONYMOUS, plan, request)
         selection = await self.selector.select(plan, request)  # or NoCapableTarget
         plan, skipped = selection.plan, selection.skipped
+        capture = self.accounting.capture
+        if capture is None or not capture.wants(plan.route):
+            request.answer_format = row.dialect  # only the client reads the answer
         try:
             if request.stream:
                 stream = await self.scheduler.stream(plan, request, skipped)
@@ -161,6 +164,7 @@ class Gateway:
             validated=completion.validated,
             cost_usd=row.cost_usd,
             saved_usd=row.saved_usd if plan.baseline is not None else None,
+            extra_headers=_clamped(target, request),
         )
 
     def _streaming(
@@ -203,6 +207,7 @@ class Gateway:
             relay=relay,
             stale_age=stream.stale_age,
             ttft_ms=(first - row.started_at) * 1000 if first is not None else None,
+            extra_headers=_clamped(target, request),
         )
 
     # --- accounting an answer ---------------------------------------------------------------
@@ -251,6 +256,14 @@ class Gateway:
             active = next((t["model"] for t in targets if t["state"] == "healthy"), None)
             routes[name] = {"active": active, "targets": targets}
         return {"routes": routes, **snapshot}
+
+
+def _clamped(target: Target, request: Request) -> dict[str, str]:
+    """Says so when the answering target was asked for fewer tokens than the client wanted."""
+    limit = target.output_limit(request)
+    if limit is None:
+        return {}
+    return {"x-turnout-max-tokens": f"{limit} (asked {request.max_tokens})"}
 
 
 def _reasons(attempts: list[Attempt]) -> list[dict[str, str]]:

@@ -64,6 +64,12 @@ class Request:
     session: str | None = None
     exclude: frozenset[str] = frozenset()
     policy: str | None = None  # x-turnout-route-policy, from an admin key only
+    # the prompt's tokens, when routing had to count them (a context window was close)
+    prompt_tokens: int | None = None
+    # the wire format the client speaks, set by the core when nothing but the client needs the
+    # decoded answer (no output guard, capture or stale copy): an upstream speaking the same
+    # format may then hand back its own answer, decoding only the usage (a pass-through)
+    answer_format: str | None = None
 
     @property
     def wants_json(self) -> bool:
@@ -89,6 +95,11 @@ class Response:
     usage: Usage = field(default_factory=Usage)
     reasoning: str | None = None
     created: int = 0
+    # the upstream's own answer object when it is already in the client's wire format (a
+    # pass-through, see Request.answer_format): the client's encoder sends it back as it is,
+    # with only the model name and the usage (cost included) set; the fields above then hold
+    # what the core reads (usage, finish reason) and the id and created time; no content
+    raw: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

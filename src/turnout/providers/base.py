@@ -17,6 +17,9 @@ class Call:
 
     upstream_model: str
     timeouts: Timeouts
+    # the client's wire format when its answer may pass through undecoded (Request.answer_format
+    # and nothing in this attempt needs the decoded answer); None: decode it
+    pass_through: str | None = None
     status: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
 

@@ -55,6 +55,10 @@ class HTTPProvider(Provider):
         self.base_url = (config.base_url or dialect.default_base_url or "").rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self._headers = {"content-type": "application/json", **config.headers}
+        # the client wire format this dialect's answers already are (the optional dialect hook
+        # `answer_format`, with `pass_through(body) -> Response`): such a client may get the
+        # upstream's answer as it is (Call.pass_through)
+        self._answer_format: str | None = getattr(dialect, "answer_format", None)
 
     async def start(self) -> None:
         key = self.config.api_key
@@ -124,6 +128,8 @@ class HTTPProvider(Provider):
         finally:
             response.release()
         try:
+            if call.pass_through is not None and call.pass_through == self._answer_format:
+                return self.dialect.pass_through(raw)  # type: ignore[attr-defined]
             return self.dialect.decode_response(raw)
         except UpstreamError as exc:
             raise self._redacted(exc) from None

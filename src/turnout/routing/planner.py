@@ -40,6 +40,13 @@ class Plan:
     # every registered policy built for this route: what an admin's override header names
     policies: Mapping[str, Policy] = field(default_factory=dict)
     consistency: SessionConsistency | None = None  # session stickiness, after the policy
+    strict_max_tokens: bool = False  # skip targets that cannot write max_tokens (else clamp)
+    # whether any target declares a context window (a prompt may then be too long for it)
+    context_windows: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        windows = any(t.model.context_window for t in self.targets)
+        object.__setattr__(self, "context_windows", windows)  # derived once, at plan time
 
 
 def _timeouts(base: Timeouts, model: ModelConfig) -> Timeouts:
@@ -77,6 +84,7 @@ class Planner:
                 consistency=SessionConsistency(name, route.consistency)
                 if route.consistency
                 else None,
+                strict_max_tokens=route.max_tokens == "strict",
             )
         for name, model in config.models.items():
             target = self._target(name, model, providers, Timeouts())

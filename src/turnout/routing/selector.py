@@ -54,7 +54,11 @@ class Selector:
         needs = Needs.of(request)
         if needs is not None:
             targets = self._capable(targets, needs, skipped)
-        prompt = await self._check_context(plan, targets, request, skipped)
+        if plan.strict_max_tokens and request.max_tokens:
+            self._check_output(targets, request.max_tokens, skipped)
+        prompt = None
+        if plan.context_windows:  # (no coroutine for the usual plan without windows)
+            prompt = await self._check_context(plan, targets, request, skipped)
         if skipped:
             targets = [t for t in targets if t.name not in {a.model for a in skipped}]
         if not targets:
@@ -114,14 +118,33 @@ class Selector:
             tokens = await asyncio.to_thread(prompt_tokens, request)
         else:
             tokens = prompt_tokens(request)
+        request.prompt_tokens = tokens  # a target's output limit is clamped to what is left
+        # a route that clamps max_tokens skips only the windows the prompt alone fills
+        room = output if plan.strict_max_tokens else 1
         for target in targets:
             window = target.model.context_window
-            if window and tokens + output > window:
+            if window and tokens + room > window:
                 skipped.append(Attempt(target.name, f"context_length({tokens}+{output}>{window})"))
         return tokens
 
+    @staticmethod
+    def _check_output(targets: list[Target], asked: int, skipped: list[Attempt]) -> None:
+        """A strict route: targets that cannot write `asked` tokens are skipped."""
+        for target in targets:
+            limit = target.model.max_output_tokens
+            if limit is not None and asked > limit:
+                skipped.append(Attempt(target.name, f"max_tokens({asked}>{limit})"))
+
     def _nothing_can(self, plan: Plan, skipped: list[Attempt]) -> NoCapableTarget:
         detail = "; ".join(f"{a.model}: {a.reason}" for a in skipped)
+        reasons = [a.reason.partition("(")[0] for a in skipped]
+        if "max_tokens" in reasons and set(reasons) <= {"max_tokens", "context_length"}:
+            return NoCapableTarget(
+                f"max_tokens is more than any model of {plan.route!r} can write ({detail});"
+                " the route is strict about it.",
+                "max_tokens_too_large",
+                "max_tokens",
+            )
         if skipped and all(a.reason.startswith("context_length") for a in skipped):
             return NoCapableTarget(
                 f"The prompt is too long for every model of {plan.route!r} ({detail}).",

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from turnout.config.schema import ModelConfig, Price, Timeouts
+from turnout.model import Request
 from turnout.providers.base import Provider
 
 
@@ -19,3 +20,16 @@ class Target:
     upstream_model: str
     timeouts: Timeouts
     price: Price  # config's, or the default table's
+
+    def output_limit(self, request: Request) -> int | None:
+        """The most this target can write for this request when that is less than the
+        max_tokens it asks for (its output limit, and its context window less the prompt
+        when routing counted it); None when the request's max_tokens fits."""
+        asked = request.max_tokens
+        if asked is None:
+            return None
+        limit = self.model.max_output_tokens or asked
+        window = self.model.context_window
+        if window is not None and request.prompt_tokens is not None:
+            limit = min(limit, max(window - request.prompt_tokens, 1))
+        return limit if limit < asked else None

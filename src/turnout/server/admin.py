@@ -69,6 +69,22 @@ class AdminEndpoints:
         caller = await self._caller(http, admin=False)
         if isinstance(caller, web.Response):
             return caller
+        return json_response({"object": "list", "data": self._models_for(caller)})
+
+    async def model(self, http: web.Request) -> web.Response:
+        """GET /v1/models/{id} (an id may hold slashes: "meta-llama/llama-4-scout")."""
+        caller = await self._caller(http, admin=False)
+        if isinstance(caller, web.Response):
+            return caller
+        wanted = http.path.removeprefix("/v1/models/")
+        found = next((m for m in self._models_for(caller) if m["id"] == wanted), None)
+        if found is None:
+            message = f"The model {wanted[:100]!r} is not a route or model of this gateway."
+            return error(404, message, "invalid_request_error", "model_not_found")
+        return json_response(found)
+
+    def _models_for(self, caller: Identity) -> list[dict[str, Any]]:
+        """The routes the caller's key may use, and (for keys with every route) the models."""
         config = self.gateway.config
         allowed = caller.key.routes if caller.key and caller.key.routes is not None else None
         data = [
@@ -93,7 +109,7 @@ class AdminEndpoints:
                 }
                 for name, model in config.models.items()
             ]
-        return json_response({"object": "list", "data": data})
+        return data
 
     async def usage(self, http: web.Request) -> web.Response:
         """The calling key's own spend and budgets: never another key's."""
@@ -156,6 +172,7 @@ class AdminEndpoints:
             ("/health", self.health),
             ("/health/providers", self.health_providers),
             ("/v1/models", self.models),
+            ("/v1/models/*", self.model),
             ("/v1/usage", self.usage),
             ("/admin/keys", self.keys),
             ("/admin/events", self.events),

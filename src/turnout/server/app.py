@@ -22,6 +22,7 @@ from turnout.gateway import CLIENT_CLOSED, Gateway
 from turnout.server.admin import AdminEndpoints
 from turnout.server.chat import ChatHandler
 from turnout.server.connections import ConnectionGuard, GuardedServer
+from turnout.server.count_tokens import CountTokens
 from turnout.server.drain import InFlight
 from turnout.server.errors import error_response
 
@@ -41,15 +42,26 @@ class Dispatcher:
 
     def __init__(self) -> None:
         self._routes: dict[str, dict[str, Handler]] = {}
+        self._prefixes: dict[str, dict[str, Handler]] = {}  # "/v1/models/" + any id
 
     def add(self, method: str, path: str, handler: Handler) -> None:
-        methods = self._routes.setdefault(path, {})
+        """`handler` for `path`; a path ending in "/*" takes any path under it."""
+        routes = self._routes
+        if path.endswith("/*"):
+            routes, path = self._prefixes, path[:-1]
+        methods = routes.setdefault(path, {})
         methods[method] = handler
         if method == "GET":
             methods.setdefault("HEAD", handler)  # aiohttp leaves the body out of HEAD answers
 
+    def _under_prefix(self, path: str) -> dict[str, Handler] | None:
+        for prefix, methods in self._prefixes.items():
+            if path.startswith(prefix) and len(path) > len(prefix):
+                return methods
+        return None
+
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
-        methods = self._routes.get(request.path)
+        methods = self._routes.get(request.path) or self._under_prefix(request.path)
         try:
             if methods is None:
                 raise web.HTTPNotFound()
@@ -105,6 +117,7 @@ def make_dispatcher(gateway: Gateway, inflight: InFlight) -> Dispatcher:
     dispatcher = Dispatcher()
     dispatcher.add("POST", "/v1/chat/completions", ChatHandler(gateway, OPENAI, inflight))
     dispatcher.add("POST", "/v1/messages", ChatHandler(gateway, ANTHROPIC, inflight))
+    dispatcher.add("POST", "/v1/messages/count_tokens", CountTokens(gateway))
     for path, handler in AdminEndpoints(gateway).routes():
         dispatcher.add("GET", path, handler)
     return dispatcher

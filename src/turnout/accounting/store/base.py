@@ -186,14 +186,9 @@ class Store(ABC):
         self._inflight = len(batch)
         bad: set[int] = set()  # id() of rows dropped as unwritable
         try:
-            encoded, unencodable = [], []
-            for row in batch:
-                try:
-                    encoded.append((row, ledger_params(row)))
-                except Exception as exc:  # noqa: BLE001 - one bad row must not stop the rest
-                    unencodable.append((row, exc))
-            if encoded:
-                await self._insert_or_split(encoded, bad)
+            rows, params, unencodable = self._encode(batch)
+            if rows:
+                await self._insert_or_split(rows, params, bad)
             for row, error in unencodable:
                 await self._insert_sanitised(row, error, bad)
             self._last_write = time.monotonic()
@@ -205,31 +200,49 @@ class Store(ABC):
         finally:
             self._inflight = 0
 
+    def _encode(
+        self, batch: list[LedgerRow]
+    ) -> tuple[list[LedgerRow], list[tuple[Any, ...]], list[tuple[LedgerRow, Exception]]]:
+        """The rows that encode, their parameters, and the rows that do not (with why)."""
+        params = self._params
+        with contextlib.suppress(Exception):  # the usual case: every row encodes
+            return batch, [params(row) for row in batch], []
+        # one bad row must not stop the rest: encode them one by one
+        rows, encoded, unencodable = [], [], []
+        for row in batch:
+            try:
+                encoded.append(params(row))
+            except Exception as exc:  # noqa: BLE001
+                unencodable.append((row, exc))
+            else:
+                rows.append(row)
+        return rows, encoded, unencodable
+
     async def _insert_or_split(
-        self, encoded: list[tuple[LedgerRow, tuple[Any, ...]]], bad: set[int]
+        self, rows: list[LedgerRow], params: list[tuple[Any, ...]], bad: set[int]
     ) -> None:
         """Insert; when the database rejects a value, halve the batch until the bad rows
         are found, write each of them sanitised, and the rest as they are."""
         try:
-            await self._insert([params for _, params in encoded])
+            await self._insert(params)
         except Exception as exc:
             self.write_errors += 1
             if not self._is_row_error(exc):
                 raise
-            if len(encoded) == 1:
-                await self._insert_sanitised(encoded[0][0], exc, bad)
+            if len(rows) == 1:
+                await self._insert_sanitised(rows[0], exc, bad)
                 return
-            middle = len(encoded) // 2
-            await self._insert_or_split(encoded[:middle], bad)
-            await self._insert_or_split(encoded[middle:], bad)
+            middle = len(rows) // 2
+            await self._insert_or_split(rows[:middle], params[:middle], bad)
+            await self._insert_or_split(rows[middle:], params[middle:], bad)
         else:
-            self.written += len(encoded)
+            self.written += len(rows)
 
     async def _insert_sanitised(self, row: LedgerRow, first: BaseException, bad: set[int]) -> None:
         """One refused row, every text value forced to safe text: written, or (when even
         that fails, e.g. a number beyond the column) dropped with an ERROR and counted."""
         try:
-            await self._insert([sanitised_ledger_params(row)])
+            await self._insert([self._sanitised_params(row)])
         except Exception as exc:
             if not self._is_row_error(exc):
                 raise  # the database went away meanwhile: the batch is retried
@@ -280,6 +293,14 @@ class Store(ABC):
         return summarize(await self._facts(since), since)
 
     # -- what a backend provides -------------------------------------------------------
+
+    def _params(self, row: LedgerRow) -> tuple[Any, ...]:
+        """The row as this backend's bind parameters. Raises on unencodable values."""
+        return ledger_params(row)
+
+    def _sanitised_params(self, row: LedgerRow) -> tuple[Any, ...]:
+        """The parameters of a refused row, every text value forced to safe text."""
+        return sanitised_ledger_params(row)
 
     @abstractmethod
     async def _open(self) -> None:

@@ -64,6 +64,63 @@ def sanitised_ledger_params(row: LedgerRow) -> tuple[Any, ...]:
     return tuple(values)
 
 
+# SQLite binds int, float and str through a fast path; any other value (None, a bool) goes
+# through sqlite3's adapter lookup, which builds and discards an AttributeError message each
+# time: about 0.9 us a value, 7 values in a typical row, more than half of a row's insert.
+# A NaN binds as NULL (SQLite has no NaN: sqlite3_bind_double stores NULL for it), and a
+# boolean column holds 0/1 in SQLite anyway: the stored row is the same.
+_NAN = float("nan")
+_SQLITE_BOOLS = frozenset(i for i, kind in _LEDGER_TYPED if kind is bool)
+
+
+def _real(value: Any) -> float:
+    return _NAN if value is None else float(value)
+
+
+def _integer(value: Any) -> Any:
+    return _NAN if value is None else int(value)
+
+
+def sqlite_ledger_params(row: LedgerRow) -> tuple[Any, ...]:
+    """ledger_params as SQLite binds them cheapest: None as NaN, booleans as 0/1 (see
+    above); the database stores exactly what ledger_params would have stored. Written out
+    column by column, since it runs for every request: half the time of a loop over the
+    columns (tests/test_ledger_writer.py checks it against ledger_params)."""
+    v: Any  # each column's value in turn
+    return (
+        row.id,
+        v if type(v := row.started_at) is float else _real(v),
+        row.route,
+        row.dialect,
+        _NAN if (v := row.stream) is None else 1 if v else 0,
+        v if type(v := row.status) is int else _integer(v),
+        row.outcome,
+        _NAN if (v := row.model) is None else v,
+        _NAN if (v := row.provider) is None else v,
+        orjson.dumps(row.attempts).decode(),
+        v if type(v := row.prompt_tokens) is int else _integer(v),
+        v if type(v := row.cached_tokens) is int else _integer(v),
+        v if type(v := row.completion_tokens) is int else _integer(v),
+        _NAN if (v := row.usage_estimated) is None else 1 if v else 0,
+        v if type(v := row.cost_usd) is float else _real(v),
+        v if type(v := row.provider_cost_usd) is float else _real(v),
+        v if type(v := row.baseline_cost_usd) is float else _real(v),
+        v if type(v := row.ttft_ms) is float else _real(v),
+        v if type(v := row.latency_ms) is float else _real(v),
+        _NAN if (v := row.key_id) is None else v,
+        _NAN if (v := row.session) is None else v,
+        _NAN if (v := row.error) is None else v,
+    )
+
+
+def as_sqlite_params(params: tuple[Any, ...]) -> tuple[Any, ...]:
+    """ledger_params (or the sanitised ones) turned into sqlite_ledger_params' form."""
+    return tuple(
+        _NAN if value is None else int(value) if i in _SQLITE_BOOLS else value
+        for i, value in enumerate(params)
+    )
+
+
 def _safe_str(value: Any) -> str:
     return safe_text(str(value), ERROR_LIMIT)
 

@@ -1,8 +1,14 @@
-"""The store in one SQLite file (aiosqlite): WAL, synchronous=NORMAL, batched inserts.
+"""The store in one SQLite file: WAL, synchronous=NORMAL, batched inserts.
 
 Two connections: the writer (migrations and ledger batches, with explicit transactions)
-and the reader (queries and key changes, autocommit). WAL lets them work side by side,
-and keeps reads from another process (`turnout report`) from blocking the gateway.
+and the reader (queries and key changes, autocommit, through aiosqlite). WAL lets them work
+side by side, and keeps reads from another process (`turnout report`) from blocking the
+gateway.
+
+The writer is a plain sqlite3 connection owned by one thread of its own, and a ledger batch
+is one call to that thread: its transaction (BEGIN, the INSERTs, COMMIT) runs there from
+start to end. Through aiosqlite each statement was a round trip to its thread and back to
+the event loop, four or five a batch.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ import functools
 import itertools
 import sqlite3
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -23,10 +31,15 @@ from turnout.accounting.store.base import DuplicateKeyError, Store
 from turnout.accounting.store.columns import (
     KEY_COLUMNS,
     LEDGER_COLUMNS,
+    as_sqlite_params,
     key_params,
     key_record,
     ledger_row,
+    sanitised_ledger_params,
+    sqlite_ledger_params,
 )
+
+_T = TypeVar("_T")
 
 _BUSY_TIMEOUT = 30.0  # seconds to wait for another connection's write lock
 # Rows go in ROWS_PER_INSERT at a time, one multi-row INSERT each: a tenth of the statement
@@ -63,49 +76,117 @@ _ROW_ERRORS = (
 )
 
 
+def _connect_sync(path: str) -> sqlite3.Connection:
+    # isolation_level=None: no implicit transactions, the store opens its own
+    db = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, isolation_level=None)
+    # with WAL: a crash loses at most the last commits, never the file
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """WAL mode (stored in the file). Switching needs the file to itself, and SQLite
+    answers "locked" at once instead of waiting while another process opening the same
+    new file holds it (e.g. `serve --workers 2` on a fresh data dir): so retry."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)  # in the writer's own thread
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+
+
+def _migrate(db: sqlite3.Connection) -> list[int]:
+    # BEGIN IMMEDIATE takes the write lock up front: a second process starting at the
+    # same moment waits (busy timeout), then finds the version recorded and skips it
+    db.execute(migrations.SQLITE_VERSIONS_TABLE)
+    applied: list[int] = []
+    for version, statements in enumerate(migrations.SQLITE, start=1):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            done = db.execute(
+                "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
+            ).fetchall()
+            if not done:
+                for statement in statements:
+                    db.execute(statement)
+                db.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    (version, time.time()),
+                )
+                applied.append(version)
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+    return applied
+
+
+def _insert_rows(db: sqlite3.Connection, params: list[tuple[Any, ...]]) -> None:
+    """Ledger rows in one transaction, ROWS_PER_INSERT to a statement (the writer thread)."""
+    _rollback(db)  # in case a ROLLBACK below failed and left the transaction open
+    full = len(params) - len(params) % ROWS_PER_INSERT
+    groups = [
+        tuple(itertools.chain.from_iterable(params[i : i + ROWS_PER_INSERT]))
+        for i in range(0, full, ROWS_PER_INSERT)
+    ]
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if groups:
+            db.executemany(_insert(ROWS_PER_INSERT), groups)
+        if rest := params[full:]:
+            db.execute(_insert(len(rest)), tuple(itertools.chain.from_iterable(rest)))
+        db.execute("COMMIT")
+    except BaseException:
+        _rollback(db)
+        raise
+
+
 class SqliteStore(Store):
     def __init__(self, path: str, **options: Any) -> None:
         super().__init__(**options)
         self.path = path
-        self._writer_db: aiosqlite.Connection | None = None
+        self._writer_thread: ThreadPoolExecutor | None = None
+        self._writer_db: sqlite3.Connection | None = None  # used in _writer_thread only
         self._reader_db: aiosqlite.Connection | None = None
 
-    async def _connect(self) -> aiosqlite.Connection:
-        # isolation_level=None: no implicit transactions, the store opens its own
-        db = await aiosqlite.connect(self.path, timeout=_BUSY_TIMEOUT, isolation_level=None)
-        # with WAL: a crash loses at most the last commits, never the file
-        await db.execute_fetchall("PRAGMA synchronous=NORMAL")
-        return db
+    async def _in_writer(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """fn(*args) in the writer's thread, calls in the order made. A call that has begun
+        runs to its end even if the caller is cancelled: no transaction is left half-way."""
+        assert self._writer_thread is not None, "the store is not started"
+        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, fn, *args)
 
     async def _open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self._writer_db = await self._connect()
-        await self._use_wal(self._writer_db)
-        self._reader_db = await self._connect()
-
-    async def _use_wal(self, db: aiosqlite.Connection) -> None:
-        """WAL mode (stored in the file). Switching needs the file to itself, and SQLite
-        answers "locked" at once instead of waiting while another process opening the same
-        new file holds it (e.g. `serve --workers 2` on a fresh data dir): so retry."""
-        deadline = time.monotonic() + _BUSY_TIMEOUT
-        while True:
-            try:
-                await db.execute_fetchall("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(0.01)
+        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="turnout-ledger")
+        self._writer_db = await self._in_writer(_connect_sync, self.path)
+        await self._in_writer(_use_wal, self._writer_db)
+        # isolation_level=None: no implicit transactions, the store opens its own
+        self._reader_db = await aiosqlite.connect(
+            self.path, timeout=_BUSY_TIMEOUT, isolation_level=None
+        )
+        await self._reader_db.execute_fetchall("PRAGMA synchronous=NORMAL")
 
     async def _shutdown(self) -> None:
-        for db in (self._reader_db, self._writer_db):
-            if db is not None:
-                await db.close()
-        self._reader_db = self._writer_db = None
+        if self._reader_db is not None:
+            await self._reader_db.close()
+        if self._writer_db is not None:
+            await self._in_writer(self._writer_db.close)
+        if self._writer_thread is not None:
+            self._writer_thread.shutdown(wait=False)  # idle now: its thread ends at once
+        self._reader_db = self._writer_db = self._writer_thread = None
 
     @property
-    def _w(self) -> aiosqlite.Connection:
+    def _w(self) -> sqlite3.Connection:
         assert self._writer_db is not None, "the store is not started"
         return self._writer_db
 
@@ -115,53 +196,16 @@ class SqliteStore(Store):
         return self._reader_db
 
     async def _migrate(self) -> list[int]:
-        # BEGIN IMMEDIATE takes the write lock up front: a second process starting at the
-        # same moment waits (busy timeout), then finds the version recorded and skips it
-        db = self._w
-        await db.execute(migrations.SQLITE_VERSIONS_TABLE)
-        applied: list[int] = []
-        for version, statements in enumerate(migrations.SQLITE, start=1):
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                done = await db.execute_fetchall(
-                    "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
-                )
-                if not done:
-                    for statement in statements:
-                        await db.execute(statement)
-                    await db.execute(
-                        "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                        (version, time.time()),
-                    )
-                    applied.append(version)
-                await db.execute("COMMIT")
-            except BaseException:
-                await self._rollback(db)
-                raise
-        return applied
-
-    async def _rollback(self, db: aiosqlite.Connection) -> None:
-        if db.in_transaction:
-            await db.execute("ROLLBACK")
+        return await self._in_writer(_migrate, self._w)
 
     async def _insert(self, params: list[tuple[Any, ...]]) -> None:
-        db = self._w
-        await self._rollback(db)  # a cancelled write can leave a transaction open
-        full = len(params) - len(params) % ROWS_PER_INSERT
-        groups = [
-            tuple(itertools.chain.from_iterable(params[i : i + ROWS_PER_INSERT]))
-            for i in range(0, full, ROWS_PER_INSERT)
-        ]
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            if groups:
-                await db.executemany(_insert(ROWS_PER_INSERT), groups)
-            if rest := params[full:]:
-                await db.execute(_insert(len(rest)), tuple(itertools.chain.from_iterable(rest)))
-            await db.execute("COMMIT")
-        except BaseException:
-            await self._rollback(db)
-            raise
+        await self._in_writer(_insert_rows, self._w, params)
+
+    def _params(self, row: LedgerRow) -> tuple[Any, ...]:
+        return sqlite_ledger_params(row)  # no None or bool: they bind slowly (columns.py)
+
+    def _sanitised_params(self, row: LedgerRow) -> tuple[Any, ...]:
+        return as_sqlite_params(sanitised_ledger_params(row))
 
     def _is_row_error(self, exc: Exception) -> bool:
         return isinstance(exc, _ROW_ERRORS)

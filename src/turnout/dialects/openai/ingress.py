@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from turnout.dialects.errors import InvalidRequest, json_object
-from turnout.dialects.openai import shape
+from turnout.dialects.openai import shape, upstream
 from turnout.dialects.sse import frame
 from turnout.model import Delta, Request, Response, Usage
 
@@ -135,7 +135,41 @@ def _tool_calls(response: Response) -> list[dict[str, Any]]:
     ]
 
 
+def _passed_through(answer: dict[str, Any], usage: Usage, model: str) -> bytes:
+    """The upstream's own answer (a pass-through): today's `model` and `usage` fields laid
+    over it, the upstream's other fields (system_fingerprint, logprobs, service_tier, its
+    own usage details...) kept, so the client sees a superset of a re-encoded answer."""
+    answer["model"] = model
+    theirs = answer.get("usage")
+    if type(theirs) is not dict:
+        answer["usage"] = encode_usage(usage)
+        return orjson.dumps(answer)
+    # what encode_usage writes, written over theirs; the details objects merged into theirs
+    theirs["prompt_tokens"] = usage.prompt_tokens
+    theirs["completion_tokens"] = usage.completion_tokens
+    theirs["total_tokens"] = usage.prompt_tokens + usage.completion_tokens
+    if usage.cached_tokens:
+        _detail(theirs, "prompt_tokens_details", "cached_tokens", usage.cached_tokens)
+    if usage.reasoning_tokens:
+        _detail(theirs, "completion_tokens_details", "reasoning_tokens", usage.reasoning_tokens)
+    if usage.cost is not None:
+        theirs["cost"] = usage.cost
+    return orjson.dumps(answer)
+
+
+def _detail(usage: dict[str, Any], details: str, name: str, value: int) -> None:
+    kept = usage.get(details)
+    usage[details] = {**kept, name: value} if type(kept) is dict else {name: value}
+
+
 def encode_response(response: Response, model: str) -> bytes:
+    if response.raw is not None:
+        try:
+            return _passed_through(response.raw, response.usage, model)
+        except orjson.JSONEncodeError:
+            # orjson reads 1024 levels of nesting but writes 255: a field deeper than that
+            # (in what the full decode ignores) is left out by decoding the answer in full
+            response = upstream.decoded(response.raw, response.usage)
     message: dict[str, Any] = {"role": "assistant", "content": response.content}
     if response.tool_calls:
         message["tool_calls"] = _tool_calls(response)

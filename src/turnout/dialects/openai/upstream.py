@@ -54,32 +54,38 @@ def encode_request(request: Request, upstream_model: str, stream: bool) -> dict[
     return body
 
 
+def _count(value: Any) -> int:
+    """count(), the usual absent field first: usage is read on every answer's path."""
+    return 0 if value is None else count(value)
+
+
 def decode_usage(raw: Any) -> Usage | None:
-    if not raw or not isinstance(raw, (dict, Mapping)):
+    if not raw or not (type(raw) is dict or isinstance(raw, Mapping)):
         return None
-    prompt_details = mapping(raw.get("prompt_tokens_details"))
-    completion_details = mapping(raw.get("completion_tokens_details"))
-    cost = number(raw.get("cost"))
-    prompt = count(raw.get("prompt_tokens"))
-    completion = count(raw.get("completion_tokens"))
-    reasoning = count(completion_details.get("reasoning_tokens"))
+    get = raw.get
+    prompt = count(get("prompt_tokens"))
+    completion = count(get("completion_tokens"))
+    # absent details (the usual case) skip mapping()'s check against the Mapping ABC
+    details = get("prompt_tokens_details")
+    # DeepSeek reports cache hits as prompt_cache_hit_tokens
+    cached = (None if details is None else mapping(details).get("cached_tokens")) or get(
+        "prompt_cache_hit_tokens"
+    )
+    details = get("completion_tokens_details")
+    reasoning = 0 if details is None else _count(mapping(details).get("reasoning_tokens"))
     # Gemini's OpenAI endpoint leaves thinking out of completion_tokens but counts (and bills)
     # it in total_tokens: the gap is output the model spent thinking
-    total = raw.get("total_tokens")
+    total = get("total_tokens")
     hidden = count(total) - prompt - completion if total is not None else 0
     if hidden > 0:
         completion += hidden
         reasoning = max(reasoning, hidden)
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        # DeepSeek reports cache hits as prompt_cache_hit_tokens
-        cached_tokens=count(
-            prompt_details.get("cached_tokens") or raw.get("prompt_cache_hit_tokens")
-        ),
-        reasoning_tokens=reasoning,
-        cost=cost if cost is not None and cost >= 0 else None,
-    )
+    cost = get("cost")
+    if cost is not None:
+        cost = number(cost)
+        if cost is not None and cost < 0:
+            cost = None
+    return Usage(prompt, completion, _count(cached), reasoning, cost)
 
 
 def _reasoning(message: Mapping[str, Any]) -> str | None:
@@ -180,14 +186,21 @@ def decode_error(status: int, body: bytes, headers: Mapping[str, str]) -> Upstre
     return error
 
 
-def decode_response(body: bytes) -> Response:
-    """A 200 answer -> Response. An error object or an unusable body raises UpstreamError."""
+def _parsed(body: bytes) -> Any:
     try:
-        parsed = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
         raise UpstreamError(
             ErrorClass.INVALID_OUTPUT, "upstream returned a body that is not JSON", status=200
         ) from None
+
+
+def decode_response(body: bytes) -> Response:
+    """A 200 answer -> Response. An error object or an unusable body raises UpstreamError."""
+    return _decoded(_parsed(body))
+
+
+def _decoded(parsed: Any) -> Response:
     if not isinstance(parsed, dict):
         raise UpstreamError(ErrorClass.INVALID_OUTPUT, "upstream answer is not an object")
     if parsed.get("error"):
@@ -219,6 +232,87 @@ def decode_response(body: bytes) -> Response:
         reasoning=reasoning,
         created=count(parsed.get("created")),
     )
+
+
+def pass_through(body: bytes) -> Response:
+    """A 200 answer for a client that speaks this same format: a Response carrying the
+    upstream's object (`raw`) for the client's encoder to send back as it is, with only the
+    usage (for the ledger), the finish reason, id and created decoded. A body that the full
+    decode would change in any field the client sees today (a reasoning model's content
+    parts, a tool call without an id, an error object, no choices) is decoded in full
+    instead, so the client gets a superset of today's answer and today's error handling.
+    Every answer of every request takes this path: each check here is paid per request."""
+    parsed = _parsed(body)
+    choice = _plain_choice(parsed)
+    if choice is None:
+        return _decoded(parsed)
+    usage = decode_usage(parsed.get("usage")) or Usage()
+    return Response(
+        parsed["id"], "", None, [], choice["finish_reason"], usage, None, parsed["created"], parsed
+    )
+
+
+def decoded(answer: dict[str, Any], usage: Usage) -> Response:
+    """A passed-through answer decoded in full after all, keeping its usage (priced)."""
+    response = _decoded(answer)
+    response.usage = usage
+    return response
+
+
+def _plain_choice(parsed: Any) -> dict[str, Any] | None:
+    """The one choice of a plain chat completion, whose every field the client sees today a
+    full decode and re-encode would send unchanged; else None. Fills in the two fields a
+    re-encode always writes (logprobs, content) and names `reasoning` as today's clients
+    read it (reasoning_content)."""
+    if type(parsed) is not dict:
+        return None
+    choices = parsed.get("choices")
+    if type(choices) is not list or len(choices) != 1:
+        return None
+    choice = choices[0]
+    if type(choice) is not dict:
+        return None
+    message = choice.get("message")
+    if type(message) is not dict:
+        return None
+    created, finish_reason = parsed.get("created"), choice.get("finish_reason")
+    content = message.setdefault("content", None)  # Cerebras leaves it out of tool calls
+    choice.setdefault("logprobs", None)
+    if (
+        parsed.get("object") != "chat.completion"
+        or parsed.get("error")
+        or type(parsed.get("id")) is not str
+        or type(created) is not int
+        or count(created) != created
+        or choice.get("index") != 0
+        or type(finish_reason) is not str
+        or not finish_reason
+        or message.get("role") != "assistant"
+        or (content is not None and type(content) is not str)  # Mistral's parts: decode
+    ):
+        return None
+    reasoning = message.get("reasoning_content")
+    if reasoning is not None and type(reasoning) is not str:
+        return None
+    if not reasoning:
+        reasoning = message.get("reasoning")
+        if reasoning and type(reasoning) is str:
+            message["reasoning_content"] = reasoning  # OpenRouter and Groq say `reasoning`
+    calls = message.get("tool_calls")
+    if calls and not (type(calls) is list and all(map(_plain_call, calls))):
+        return None
+    return choice
+
+
+def _plain_call(call: Any) -> bool:
+    """A tool call the full decode would re-encode unchanged: id, type, name, text arguments."""
+    if type(call) is not dict or call.get("type") != "function":
+        return False
+    function = call.get("function")
+    if type(function) is not dict or type(function.get("name")) is not str:
+        return False
+    arguments, call_id = function.get("arguments"), call.get("id")
+    return type(arguments) is str and bool(arguments) and type(call_id) is str and bool(call_id)
 
 
 def _arguments(raw: Any, error_class: ErrorClass = ErrorClass.INVALID_OUTPUT) -> str:
@@ -302,6 +396,9 @@ class OpenAIUpstream:
     """Any OpenAI-compatible Chat Completions upstream."""
 
     default_base_url = None  # there is no default: every OpenAI-compatible host differs
+    # the client wire format (an IngressDialect's name) this upstream's answers already are:
+    # HTTPProvider hands them to such a client through `pass_through` (Call.pass_through)
+    answer_format = "openai"
 
     @staticmethod
     def url(base_url: str, upstream_model: str, stream: bool) -> str:
@@ -313,6 +410,7 @@ class OpenAIUpstream:
 
     encode_request = staticmethod(encode_request)
     decode_response = staticmethod(decode_response)
+    pass_through = staticmethod(pass_through)
     decode_error = staticmethod(decode_error)
 
     @staticmethod
