@@ -2,6 +2,7 @@
 
     python bench/compare.py HEAD~1 HEAD          # or WORKTREE for the uncommitted tree
     python bench/compare.py HEAD WORKTREE --rounds 6 --seconds 5
+    python bench/compare.py HEAD dir:/tmp/build/src   # a src/ tree as it is (an experiment)
 
 Both revisions serve at once, pinned to the same core (1), each under its own wrk c=8 on
 core 0, copies in A B B A order to cancel the small advantage of starting first. The kernel
@@ -44,6 +45,9 @@ from run import (
 def build(rev: str, where: Path) -> Turnout:
     """A revision's src/ (or the work tree's, as it is now) to run from `where`."""
     where.mkdir()
+    if rev.startswith("dir:"):  # a src/ tree as it is (an experiment: a compiled build, say)
+        code = "import sys; from turnout.cli.main import main; sys.exit(main())"
+        return Turnout((sys.executable, "-c", code), (("PYTHONPATH", rev[4:]),), rev)
     if rev != "WORKTREE":
         return turnout_from(rev, where)
     shutil.copytree(BENCH.parent / "src", where / "src")
@@ -68,8 +72,8 @@ def loaded_at_once(ports: dict[str, int], seconds: float) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("a", help="a git revision, or WORKTREE")
-    p.add_argument("b", help="a git revision, or WORKTREE")
+    p.add_argument("a", help="a git revision, WORKTREE, or dir:PATH (a src/ tree)")
+    p.add_argument("b", help="a git revision, WORKTREE, or dir:PATH (a src/ tree)")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--seconds", type=float, default=5.0)
     args = p.parse_args()
