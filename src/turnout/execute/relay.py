@@ -111,6 +111,8 @@ class Relay:
         except UpstreamError as exc:
             # content already reached the client: say so explicitly, never truncate silently
             end.outcome, end.error = "stream_failed", exc.message[:300]
+            if exc.usage is not None:
+                end.usage = exc.usage  # the upstream said what was spent: no estimate
             message = f"the upstream stream failed after it started: {exc.message}"
             with contextlib.suppress(ConnectionError):  # the client may be gone too
                 await client.write(encoder.error(502, message, exc.error_class.value))

@@ -81,6 +81,7 @@ class Stream:
             raise error from None
         except UpstreamError as exc:
             error = exc
+            usage = exc.usage or usage
             raise
         finally:
             await close_quietly(self._source)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any
 
 
 class GatewayError(Exception):
@@ -118,6 +119,9 @@ class UpstreamError(Exception):
         self.param = param
         # a short tag for headers and health, e.g. "ttft" for a time-to-first-token timeout
         self.detail = detail
+        # the Usage an upstream reported with the error (OpenRouter's in-stream errors carry
+        # what was spent): what the ledger counts instead of an estimate
+        self.usage: Any = None
 
     @property
     def reason(self) -> str:

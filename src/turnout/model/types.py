@@ -99,6 +99,9 @@ class Response:
     # pass-through, see Request.answer_format): the client's encoder sends it back as it is,
     # with only the model name and the usage (cost included) set; the fields above then hold
     # what the core reads (usage, finish reason) and the id and created time; no content
+    # Anthropic's thinking blocks as sent (thinking with its signature, redacted_thinking):
+    # an Anthropic client needs them back whole to continue a tool-use turn with thinking
+    thinking: list[dict[str, Any]] | None = None
     raw: dict[str, Any] | None = None
 
 
@@ -112,6 +115,10 @@ class Delta:
     finish_reason: str | None = None
     usage: Usage | None = None
     role: str | None = None
+    # Anthropic's thinking block ends: its signature, or a whole redacted_thinking block's
+    # data. A client continuing a tool-use turn with thinking must send them back unchanged.
+    signature: str | None = None
+    redacted: str | None = None
 
     @property
     def has_content(self) -> bool:

@@ -238,8 +238,10 @@ def message_id(response_id: str) -> str:
 
 def encode_response(response: Response, model: str) -> bytes:
     content: list[Json] = []
-    if response.reasoning:
-        # turnout does not carry thinking signatures: an empty one marks the block as ours
+    if response.thinking:
+        content.extend(response.thinking)  # Anthropic's own blocks, signatures and all
+    elif response.reasoning:
+        # another dialect's reasoning has no signature: an empty one marks the block as ours
         content.append({"type": "thinking", "thinking": response.reasoning, "signature": ""})
     if response.content:
         content.append({"type": "text", "text": response.content})
@@ -296,7 +298,17 @@ class AnthropicStreamEncoder:
     """message_start, then one content block at a time (a new block whenever the kind of
     content changes: thinking, text, each tool call), message_delta, message_stop."""
 
-    __slots__ = ("_finish", "_id", "_kind", "_model", "_next", "_open", "_tools", "_usage")
+    __slots__ = (
+        "_finish",
+        "_id",
+        "_kind",
+        "_model",
+        "_next",
+        "_open",
+        "_signed",
+        "_tools",
+        "_usage",
+    )
 
     def __init__(self, model: str, message_id: str) -> None:
         self._model = model
@@ -307,6 +319,7 @@ class AnthropicStreamEncoder:
         self._tools: dict[int, int] = {}  # tool call index -> its content block index
         self._finish: str | None = None
         self._usage: Usage | None = None
+        self._signed = False  # the open thinking block has its signature: it is complete
 
     def start(self) -> bytes:
         message: dict[str, Any] = {
@@ -342,7 +355,8 @@ class AnthropicStreamEncoder:
     def delta(self, delta: Delta) -> bytes:
         out: list[bytes] = []
         if delta.reasoning:
-            if self._kind != "thinking":
+            if self._kind != "thinking" or self._signed:  # a signed block is whole: a new one
+                self._signed = False
                 out.append(
                     self._begin("thinking", {"type": "thinking", "thinking": "", "signature": ""})
                 )
@@ -351,6 +365,16 @@ class AnthropicStreamEncoder:
                     self._open or 0, {"type": "thinking_delta", "thinking": delta.reasoning}
                 )
             )
+        if delta.signature and self._kind == "thinking":
+            self._signed = True
+            out.append(
+                self._delta(
+                    self._open or 0, {"type": "signature_delta", "signature": delta.signature}
+                )
+            )
+        if delta.redacted:
+            redacted = {"type": "redacted_thinking", "data": delta.redacted}
+            out.append(self._begin("redacted", redacted) + self._close())
         if delta.content:
             if self._kind != "text":
                 out.append(self._begin("text", {"type": "text", "text": ""}))

@@ -277,6 +277,7 @@ def decode_response(body: bytes, *, json_tool: bool = False) -> Response:
         raise UpstreamError(ErrorClass.INVALID_OUTPUT, "upstream answer has no content", status=200)
     texts: list[str] = []
     thinking: list[str] = []
+    signed: list[Json] = []  # the thinking blocks as sent, signatures and all
     calls: list[ToolCall] = []
     for block in content:
         kind = block.get("type") if isinstance(block, dict) else None
@@ -284,6 +285,9 @@ def decode_response(body: bytes, *, json_tool: bool = False) -> Response:
             texts.append(str(block.get("text") or ""))
         elif kind == "thinking":
             thinking.append(str(block.get("thinking") or ""))
+            signed.append(_thinking_block(block))
+        elif kind == "redacted_thinking" and text(block.get("data")):
+            signed.append({"type": "redacted_thinking", "data": block["data"]})
         elif kind == "tool_use":
             arguments = json_text(block.get("input") or {})
             if json_tool and block.get("name") == JSON_TOOL:
@@ -301,7 +305,16 @@ def decode_response(body: bytes, *, json_tool: bool = False) -> Response:
         finish_reason=finish_reason(parsed.get("stop_reason"), bool(calls)),
         usage=decode_usage(parsed.get("usage")),
         reasoning="".join(thinking) or None,
+        thinking=signed or None,
     )
+
+
+def _thinking_block(block: Json) -> Json:
+    return {
+        "type": "thinking",
+        "thinking": text(block.get("thinking")) or "",
+        "signature": text(block.get("signature")) or "",
+    }
 
 
 # --- streams --------------------------------------------------------------------------------------
@@ -379,6 +392,9 @@ class AnthropicStreamDecoder:
         if kind == "thinking":
             self._blocks[index] = [_THINKING, -1, False]
             return (Delta(reasoning=block["thinking"]),) if text(block.get("thinking")) else ()
+        if kind == "redacted_thinking" and text(block.get("data")):
+            self._blocks[index] = [_OTHER, -1, False]
+            return (Delta(redacted=block["data"]),)
         if kind != "tool_use":
             self._blocks[index] = [_OTHER, -1, False]  # server tools ran at Anthropic
             return ()
@@ -405,6 +421,8 @@ class AnthropicStreamDecoder:
             return (Delta(content=delta["text"]),)
         if kind == "thinking_delta" and text(delta.get("thinking")):
             return (Delta(reasoning=delta["thinking"]),)
+        if kind == "signature_delta" and state[0] == _THINKING and text(delta.get("signature")):
+            return (Delta(signature=delta["signature"]),)
         if kind == "input_json_delta" and text(delta.get("partial_json")):
             state[2] = True
             if state[0] == _TOOL:
@@ -413,7 +431,7 @@ class AnthropicStreamDecoder:
                 )
             if state[0] == _JSON:
                 return (Delta(content=delta["partial_json"]),)
-        return ()  # signature and citation deltas, server tools' input
+        return ()  # citation deltas, server tools' input
 
     def _stop(self, data: Json) -> tuple[Delta, ...]:
         state = self._blocks.get(_block_index(data))

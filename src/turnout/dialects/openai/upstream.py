@@ -344,7 +344,9 @@ def decode_chunk(data: str) -> Delta | None:
     if not isinstance(chunk, dict):
         raise UpstreamError(ErrorClass.STREAM_BROKEN, "stream sent a chunk that is not an object")
     if chunk.get("error"):
-        raise _error_from_object(chunk["error"], None)
+        error = _error_from_object(chunk["error"], None)
+        error.usage = decode_usage(chunk.get("usage"))  # what was spent before it failed
+        raise error
     # Groq's streams may carry the usage only in x_groq.usage of the last chunk
     usage = chunk.get("usage") or mapping(chunk.get("x_groq")).get("usage")
     delta = Delta(usage=decode_usage(usage))
