@@ -40,7 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     _add_config(check, "YAML config file (default: embedded defaults)")
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    sim = commands.add_parser("sim", help="run a simulated OpenAI-compatible upstream")
+    from turnout.cli.sim import CONFIG_HELP, DESCRIPTION  # light: the server loads on use
+
+    sim = commands.add_parser(
+        "sim",
+        help="run a simulated OpenAI-compatible upstream",
+        description=DESCRIPTION,
+        epilog=CONFIG_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_config(sim, "YAML file of simulated models and their faults")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=9100)

@@ -10,7 +10,21 @@ from typing import Any
 from turnout.model import Request
 from turnout.model.tokens import estimate_prompt_tokens
 from turnout.sim import wire
-from turnout.sim.content import json_reply, malformed, pick_tool, split_pieces, tool_arguments
+from turnout.sim.content import (
+    json_reply,
+    malformed,
+    pick_tool,
+    split_pieces,
+    split_reply,
+    tool_arguments,
+    tool_result_reply,
+    trailing_tool_results,
+)
+
+
+def forces_tool(tool_choice: Any) -> bool:
+    """A tool_choice that leaves the model no choice but to call a tool."""
+    return tool_choice == "required" or isinstance(tool_choice, dict)
 
 
 def wants_json(body: dict[str, Any]) -> bool:
@@ -77,7 +91,11 @@ def plan_answer(
     serial: int,
     fields_limit: int | None = None,
 ) -> Answer:
-    """`tokens` is the behaviour's reply already split; `broken` asks for malformed JSON."""
+    """`tokens` is the behaviour's reply already split; `broken` asks for malformed JSON.
+
+    Like a model in an agent loop: once the conversation ends with tool results, it answers
+    (in text, or JSON in JSON mode) instead of calling a tool again, unless tool_choice
+    forces a call; so an SDK's function-calling loop ends after one round trip."""
     messages = body.get("messages")
     tools = body.get("tools")
     prompt = Request(
@@ -86,15 +104,20 @@ def plan_answer(
         tools=tools if isinstance(tools, list) else None,
     )
     prompt_tokens = estimate_prompt_tokens(prompt)
+    results = trailing_tool_results(messages)
     tool = pick_tool(body.get("tools"), body.get("tool_choice"))
+    if results and not forces_tool(body.get("tool_choice")):
+        tool = None
     if tool is not None:
         arguments = tool_arguments(tool)
         pieces = split_pieces(malformed(arguments) if broken else arguments)
         answer = Answer(pieces, "tool_calls", prompt_tokens, str(tool.get("name", "")))
         answer.tool_call_id = f"call_sim{serial:08d}"
     elif wants_json(body):
-        text = json_reply(body["response_format"], reply, fields_limit)
+        text = json_reply(body["response_format"], reply, fields_limit, messages)
         answer = Answer(split_pieces(malformed(text) if broken else text), "stop", prompt_tokens)
+    elif results:
+        answer = Answer(split_reply(tool_result_reply(results)), "stop", prompt_tokens)
     else:
         answer = Answer(tokens, "stop", prompt_tokens)
     limit = body.get("max_completion_tokens") or body.get("max_tokens")

@@ -20,6 +20,7 @@ from turnout.model import Delta, Response, ToolCall, ToolCallDelta, Usage
 from turnout.sim import wire
 from turnout.sim.answer import Answer, plan_answer, wants_json
 from turnout.sim.behaviour import Fault
+from turnout.sim.content import system_asks_for_json
 from turnout.sim.pacing import (
     hold_until_gone,
     send_stream,
@@ -116,12 +117,15 @@ async def _messages(request: web.Request, state: SimState) -> web.StreamResponse
     if outage is not None:
         model.faults["outage"] += 1
         return _fail(model, outage)
+    response_format = decoded.response_format
+    if response_format is None and system_asks_for_json(decoded.messages):
+        response_format = {"type": "json_object"}  # a model that does what its system says
     # what plan_answer reads, in the internal (OpenAI) shape the ingress decoded into
     body = {
         "messages": decoded.messages,
         "tools": decoded.tools,
         "tool_choice": decoded.tool_choice,
-        "response_format": decoded.response_format,
+        "response_format": response_format,
         "max_tokens": decoded.max_tokens,
     }
     draw = model.draw(wants_json(body))

@@ -248,7 +248,14 @@ def pass_through(body: bytes) -> Response:
         return _decoded(parsed)
     usage = decode_usage(parsed.get("usage")) or Usage()
     return Response(
-        parsed["id"], "", None, [], choice["finish_reason"], usage, None, parsed["created"], parsed
+        parsed["id"],
+        "",
+        None,
+        [],
+        choice["finish_reason"],
+        usage,
+        created=parsed["created"],
+        raw=parsed,
     )
 
 
