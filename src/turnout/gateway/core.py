@@ -132,12 +132,13 @@ class Gateway:
         selection = await self.selector.select(plan, request)  # or NoCapableTarget
         plan, skipped = selection.plan, selection.skipped
         capture = self.accounting.capture
-        if capture is None or not capture.wants(plan.route):
+        capturing = capture is not None and capture.wants(plan.route)
+        if not capturing:
             request.answer_format = row.dialect  # only the client reads the answer
         try:
             if request.stream:
                 stream = await self.scheduler.stream(plan, request, skipped)
-                return self._streaming(exchange, plan, request, stream)
+                return self._streaming(exchange, plan, request, stream, capturing)
             completion = await self.scheduler.complete(plan, request, skipped)
         except AllTargetsFailed as exc:
             row.attempts = _reasons(exc.attempts)
@@ -153,10 +154,11 @@ class Gateway:
         self._capture(row, plan, request, response)
         response.usage.cost = row.cost_usd
         exchange.finish()
-        return Answer(
-            row.id,
-            plan.route,
-            target.name,
+        return _answer(
+            row,
+            plan,
+            target,
+            request,
             completion.tries,
             completion.attempts,
             response=response,
@@ -164,11 +166,10 @@ class Gateway:
             validated=completion.validated,
             cost_usd=row.cost_usd,
             saved_usd=row.saved_usd if plan.baseline is not None else None,
-            extra_headers=_clamped(target, request),
         )
 
     def _streaming(
-        self, exchange: Exchange, plan: Plan, request: Request, stream: Stream
+        self, exchange: Exchange, plan: Plan, request: Request, stream: Stream, capturing: bool
     ) -> Answer:
         """The committed stream as an answer; its relay finishes the exchange at its end."""
         row, target = exchange.row, stream.target
@@ -194,20 +195,18 @@ class Gateway:
                 self._capture(row, plan, request, end.kept.response(row.id, target.name))
             exchange.finish(client_left_first=not end.opened)
 
-        capture = self.accounting.capture
-        keep = capture is not None and capture.wants(plan.route)
-        relay = Relay(stream, self.scheduler.continuation, settle, on_end, keep)
+        relay = Relay(stream, self.scheduler.continuation, settle, on_end, keep=capturing)
         first = stream.first_token_at
-        return Answer(
-            row.id,
-            plan.route,
-            target.name,
+        return _answer(
+            row,
+            plan,
+            target,
+            request,
             stream.tries,
             stream.attempts,
             relay=relay,
             stale_age=stream.stale_age,
             ttft_ms=(first - row.started_at) * 1000 if first is not None else None,
-            extra_headers=_clamped(target, request),
         )
 
     # --- accounting an answer ---------------------------------------------------------------
@@ -258,12 +257,22 @@ class Gateway:
         return {"routes": routes, **snapshot}
 
 
-def _clamped(target: Target, request: Request) -> dict[str, str]:
-    """Says so when the answering target was asked for fewer tokens than the client wanted."""
+def _answer(
+    row: LedgerRow,
+    plan: Plan,
+    target: Target,
+    request: Request,
+    tries: int,
+    attempts: list[Attempt],
+    **fields: Any,
+) -> Answer:
+    """The answer of `target`, saying so when it was asked for fewer tokens than the client
+    wanted (its output limit, or its window less the prompt)."""
+    answer = Answer(row.id, plan.route, target.name, tries, attempts, **fields)
     limit = target.output_limit(request)
-    if limit is None:
-        return {}
-    return {"x-turnout-max-tokens": f"{limit} (asked {request.max_tokens})"}
+    if limit is not None:
+        answer.extra_headers["x-turnout-max-tokens"] = f"{limit} (asked {request.max_tokens})"
+    return answer
 
 
 def _reasons(attempts: list[Attempt]) -> list[dict[str, str]]:
