@@ -1,5 +1,5 @@
 """Provider kind `echo`, defined by the test suite alone: it answers with the last user
-message, streaming or not. The whole kind is this one file (its config model, its provider
+message, streaming or not (and crashes with a bug of its own when told "crash"). The whole kind is this one file (its config model, its provider
 and one `register` call); a gateway loads it with `TURNOUT_PLUGINS=tests.echo_kind`."""
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ class EchoProvider(Provider):
 
     def _answer(self, request: Request) -> str:
         users = [m for m in request.messages if m.get("role") == "user"]
-        return self.config.prefix + (_text(users[-1].get("content")) if users else "")
+        said = _text(users[-1].get("content")) if users else ""
+        if said == "crash":  # a provider with a bug: what the gateway does about its own
+            raise RuntimeError("a bug in the echo provider")
+        return self.config.prefix + said
 
     def _usage(self, request: Request, answer: str) -> Usage:
         return Usage(len(request.messages), len(answer.split()))

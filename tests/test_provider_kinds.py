@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import openai as openai_sdk
 import pytest
 import yaml
 
-from tests.conftest import sdk_client, turnout_cli
+from tests.conftest import ledger_rows, sdk_client, turnout_cli
 from turnout.config import ConfigError, parse_config
 from turnout.providers import anthropic, cloudflare, gemini, local, openai, sim
 from turnout.providers.http import HTTPProvider
@@ -110,6 +111,30 @@ def test_a_kind_defined_in_the_test_suite_serves_and_takes_over(gateway_factory)
     assert "".join(c.choices[0].delta.content or "" for c in forced if c.choices) == (
         "echo: say it back"
     )
+
+
+def test_a_bug_in_a_provider_is_a_500_with_its_ledger_row(gateway_factory, tmp_path) -> None:
+    """An exception that is not an upstream's error (a bug) reaches the client as a 500 in its
+    shape; the request still has its ledger row and the gateway keeps serving."""
+    gateway = gateway_factory(_echo_config(), env=PLUGIN)
+    client = sdk_client(gateway)
+    for stream in (False, True):
+        with pytest.raises(openai_sdk.InternalServerError) as failed:
+            client.chat.completions.create(
+                model="parrot", messages=[{"role": "user", "content": "crash"}], stream=stream
+            )
+        assert failed.value.status_code == 500
+    answer = client.chat.completions.create(
+        model="parrot", messages=[{"role": "user", "content": "still here"}]
+    )
+    assert answer.choices[0].message.content == "echo: still here"
+    gateway.stop()  # the ledger is drained on exit
+    rows = ledger_rows("sqlite", str(tmp_path / "turnout.db"))
+    assert sorted((r.status, r.outcome) for r in rows) == [
+        (200, "ok"),
+        (500, "error"),
+        (500, "error"),
+    ]
 
 
 def _serve(tmp_path: Path, config: dict[str, Any], env: dict[str, str]) -> str:

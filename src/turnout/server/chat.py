@@ -81,14 +81,21 @@ class ChatHandler:
             return render_error(exchange.refuse(refused), self.ingress)
         except asyncio.CancelledError:
             if not self.inflight.absorb_cut():
+                exchange.finish()
                 raise
             # the shutdown grace ran out before anything was sent: say so in the client's shape
             return render_error(exchange.refuse(_shutting_down()), self.ingress)
-        if answer.relay is None:
-            assert answer.response is not None
-            body = self.ingress.encode_response(answer.response, answer.model)
-            return web.Response(body=body, content_type=_JSON, headers=answer.headers())
-        return await self._relay(client, request, answer)
+        except BaseException:
+            exchange.finish()  # a failure of ours is still a row (a 500, outcome error)
+            raise
+        try:
+            if answer.relay is None:
+                assert answer.response is not None
+                body = self.ingress.encode_response(answer.response, answer.model)
+                return web.Response(body=body, content_type=_JSON, headers=answer.headers())
+            return await self._relay(client, request, answer)
+        finally:
+            exchange.finish()  # (once: a whole answer's and a relayed stream's are already)
 
     def _decode(self, raw: bytes, http: web.Request) -> Request:
         request = self.ingress.decode_request(raw)  # or InvalidRequest
