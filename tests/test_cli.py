@@ -48,6 +48,22 @@ def test_check_reports_every_model_and_fails_when_one_does(tmp_path: Path) -> No
     assert "FAIL" in table.stdout
 
 
+def test_check_sends_an_embeddings_model_an_embedding(tmp_path: Path) -> None:
+    config = sim_config(
+        {"good": {"reply": "OK"}, "vectors": {"supports": ["embeddings"]}},
+        {"chat": {"targets": ["good"]}, "embed": {"targets": ["vectors"]}},
+        prices={"vectors": {"input": 0.02, "output": 0.0}},
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = _run("check", "--config", str(path), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {row["model"]: row for row in json.loads(result.stdout)}
+    assert rows["vectors"]["status"] == "OK"
+    assert rows["vectors"]["reply"].endswith(" dimensions")
+    assert rows["vectors"]["prompt_tokens"] > 0 and rows["vectors"]["cost_usd"] > 0
+
+
 def test_sim_command_serves_openai_compatible_answers(tmp_path: Path) -> None:
     sim_file = tmp_path / "sim.yaml"
     sim_file.write_text(yaml.safe_dump({"seed": 3, "models": {"m": {"reply": "simulated"}}}))

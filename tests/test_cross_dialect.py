@@ -11,6 +11,7 @@ import openai
 import pytest
 import yaml
 
+from tests import vectors
 from tests.conftest import http, sdk_client
 from tests.test_cloudflare_dialect import MODEL as CF_MODEL
 from tests.test_cloudflare_dialect import FakeWorkersAI
@@ -22,7 +23,6 @@ from tests.upstreams import (
     serve_app,
     shared_sim,
 )
-from tests.vectors import vectors_dir
 
 CAPABLE = SIM_CAPABLE
 TOOLS = [
@@ -239,7 +239,7 @@ def _gemini_gateway(gateway_factory, port: int, model: str):
 
 
 def _google(name: str) -> list[dict]:
-    return yaml.safe_load((vectors_dir() / "google" / name).read_text())["interactions"]
+    return yaml.safe_load(vectors.cassette("google", name).read_text())["interactions"]
 
 
 @pytest.mark.parametrize(

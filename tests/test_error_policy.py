@@ -191,3 +191,41 @@ def test_errors_outside_a_handler_take_the_shape_of_the_path() -> None:
         "param": None,
         "code": None,
     }
+
+
+@pytest.mark.parametrize(
+    ("message", "limit"),
+    [
+        (
+            (
+                "max_tokens: 128000 > 64000, which is the maximum allowed number of output tokens"
+                " for claude-haiku-4-5-20251001"
+            ),
+            64000,
+        ),
+        (
+            (
+                "max_tokens is too large: 128000. This model supports at most 16384 completion"
+                " tokens, whereas you provided 128000."
+            ),
+            16384,
+        ),
+        ("`max_tokens` must be less than or equal to `8192`, the maximum value", 8192),
+        (
+            (
+                "This model's maximum context length is 8192 tokens. However, you requested 130000"
+                " tokens (2000 in the messages, 128000 in the completion). Please reduce the length."
+            ),
+            6192,
+        ),
+        ("Invalid value for 'temperature': must be at most 2", None),
+        ("maximum context length is 8192 tokens, you sent 9000 tokens", None),
+        (None, None),
+    ],
+)
+def test_the_output_limit_an_upstream_states_is_read(
+    message: str | None, limit: int | None
+) -> None:
+    from turnout.dialects.classify import output_limit_in
+
+    assert output_limit_in(message) == limit

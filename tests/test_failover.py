@@ -249,3 +249,25 @@ def test_forcing_a_model_disables_failover(gateway_factory) -> None:
     assert failed.value.status_code == 503
     answer = client.chat.completions.create(model="backup", messages=MESSAGES)
     assert answer.choices[0].message.content == "backup answered"
+
+
+def test_a_route_whose_every_model_is_misconfigured_is_a_503_not_a_500(gateway_factory) -> None:
+    """A provider whose key variable is unset can never answer: nothing is expected back by
+    itself, so the 503 has no Retry-After (it used to be an infinite one, and a 500)."""
+    config = {
+        "providers": {
+            "keyless": {
+                "kind": "openai",
+                "base_url": "http://127.0.0.1:9/v1",
+                "api_key": "${TURNOUT_TEST_UNSET_KEY_VARIABLE}",
+            }
+        },
+        "models": {"m": {"provider": "keyless"}},
+        "routes": {"chat": {"targets": ["m"]}},
+    }
+    gateway = gateway_factory(config)
+    body = b'{"model": "chat", "messages": [{"role": "user", "content": "hi"}]}'
+    result = gateway.post("/v1/chat/completions", body)
+    assert result.status == 503, result.body
+    assert "retry-after" not in {k.lower() for k in result.headers}
+    assert b"misconfigured" in result.body

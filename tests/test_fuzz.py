@@ -52,7 +52,7 @@ from tests.test_cloudflare_dialect import (
     USAGE,
 )
 from tests.upstreams import SIM_ANTHROPIC_ENV, both_dialects, shared_sim
-from tests.vectors import chat_completions, load, load_folder
+from tests.vectors import OPENAI_COMPATIBLE, chat_completions, load, load_folder, require
 from turnout.dialects.anthropic.upstream import AnthropicUpstream
 from turnout.dialects.cloudflare import CloudflareUpstream
 from turnout.dialects.gemini.upstream import GeminiUpstream
@@ -182,6 +182,8 @@ def _gemini(items: list[Any]) -> list[Any]:
     ]
 
 
+# the properties start from recorded traffic: without it the module is skipped, saying why
+require(*OPENAI_COMPATIBLE, "anthropic", "google", "stream_close")
 OPENAI_ITEMS = chat_completions()
 ANTHROPIC_ITEMS = [item for item in load_folder("anthropic") if item.path.endswith("/v1/messages")]
 GEMINI_ITEMS = _gemini(load(["google", "openai", "anthropic", "stream_close"]))

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import start_gateway
+from tests.optional import local_model_missing
 
 # the cloud keys the embedded defaults would pick up; unset so the test sees only the local model
 CLOUD_KEYS = (
@@ -25,6 +26,9 @@ CLOUD_KEYS = (
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
+    missing = local_model_missing()
+    if missing:
+        pytest.skip(missing)
     saved = {k: os.environ.pop(k) for k in CLOUD_KEYS if k in os.environ}
     try:
         gateway = start_gateway(None, tmp_path_factory.mktemp("local"))  # embedded defaults

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from tests.conftest import ledger_rows, sdk_client
 from tests.fuzz_strategies import CASES, fuzz_settings, garbage_bodies, mutated, to_bytes
 from tests.upstreams import serve_app
-from tests.vectors import chat_completions, vectors_dir
+from tests.vectors import OPENAI_COMPATIBLE, chat_completions, needs
 from turnout.dialects.openai.ingress import encode_response
 from turnout.dialects.openai.upstream import decode_response, pass_through
 from turnout.model import UpstreamError
@@ -271,7 +271,7 @@ def test_reasoning_is_still_named_reasoning_content(gateway_factory) -> None:
     assert passed["system_fingerprint"] == "fp_abc123"
 
 
-@pytest.mark.skipif(vectors_dir() is None, reason="recorded vectors not found")
+@needs(*OPENAI_COMPATIBLE)
 def test_every_recorded_answer_passes_through_as_a_superset(gateway_factory) -> None:
     """Real answers of OpenAI, OpenRouter, Groq, Cerebras, DeepSeek, Mistral and Ollama."""
     recorded = [

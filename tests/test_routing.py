@@ -68,7 +68,8 @@ def test_tools_request_skips_a_toolless_primary(gateway_factory) -> None:
 def test_long_prompt_goes_straight_to_the_long_context_model(gateway_factory) -> None:
     with shared_sim({"a": A, "b": B}) as sim:
         models = {
-            "a": {"supports": CAPABLE, "context_window": 2000},
+            # between the prompt's cheap bounds (3,600 words, 18,000 bytes): it is counted
+            "a": {"supports": CAPABLE, "context_window": 3800},
             "b": {"supports": CAPABLE, "context_window": 200000},
         }
         gateway = gateway_factory(_config(sim, models, {"targets": ["a", "b"]}))
@@ -77,7 +78,7 @@ def test_long_prompt_goes_straight_to_the_long_context_model(gateway_factory) ->
         assert headers["x-turnout-model"] == "b"
         assert headers["x-turnout-attempts"] == "1"
         reason = headers["x-turnout-fallback"]
-        assert reason.startswith("a=context_length(") and reason.endswith("+100>2000)")
+        assert reason.startswith("a=context_length(") and reason.endswith("+100>3800)")
         counted = int(reason.split("(")[1].split("+")[0])
         assert 3900 < counted < 4300  # tiktoken's count of the prompt
         assert sim.requests("a") == 0

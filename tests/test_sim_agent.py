@@ -380,7 +380,7 @@ def test_the_help_example_is_a_valid_sim_file(tmp_path: Path) -> None:
     path = tmp_path / "sim.yaml"
     path.write_text(example)
     behaviours, seed = load_sim_file(path)
-    assert seed == 7 and set(behaviours) == {"steady", "flaky"}
+    assert seed == 7 and set(behaviours) == {"steady", "tailed", "flaky"}
     assert behaviours["flaky"].outages[0].end == 20
 
 

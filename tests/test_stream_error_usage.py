@@ -10,12 +10,12 @@ import yaml
 
 from tests.conftest import ledger_rows, sdk_client
 from tests.upstreams import CassetteUpstream, serve_app
-from tests.vectors import vectors_dir
+from tests.vectors import cassette
 
 
 def test_usage_reported_with_an_in_stream_error_is_counted(gateway_factory, tmp_path) -> None:
-    cassette = vectors_dir() / "openrouter" / "test_openrouter_stream_error.yaml"
-    upstream = CassetteUpstream(yaml.safe_load(cassette.read_text())["interactions"])
+    recorded = cassette("openrouter", "test_openrouter_stream_error.yaml")
+    upstream = CassetteUpstream(yaml.safe_load(recorded.read_text())["interactions"])
     with serve_app(upstream.app()) as port:
         config = {
             "providers": {"or": {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1"}},

@@ -36,13 +36,14 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.vectors import Interaction, find, load_folder
+from tests.vectors import Interaction, find, load_folder, require
 from turnout.dialects.anthropic import INGRESS, AnthropicRequest, AnthropicUpstream
 from turnout.dialects.anthropic.upstream import AnthropicStreamDecoder, decode_error
 from turnout.dialects.sse import SSEEvent, SSEParser
 from turnout.model import ErrorClass, Request, Response, UpstreamError, Usage
 
 UPSTREAM = AnthropicUpstream()
+require("anthropic")  # else the module is skipped, saying the recordings are not here
 ALL = list(load_folder("anthropic"))
 
 

@@ -23,7 +23,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.vectors import Interaction, find, load
+from tests.vectors import Interaction, find, load, require
 from turnout.config.schema import ProviderConfig, Timeouts
 from turnout.dialects.gemini import UPSTREAM, GeminiStreamDecoder
 from turnout.dialects.gemini.encode import SKIP_SIGNATURE
@@ -34,6 +34,7 @@ from turnout.providers.base import Call
 from turnout.providers.http import HTTPProvider
 
 FOLDERS = ("google", "stream_close", "openai", "anthropic")
+require(*FOLDERS)  # else the module is skipped, saying which recordings are not here
 ALL = [
     item
     for item in load(FOLDERS)

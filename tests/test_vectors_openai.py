@@ -23,6 +23,7 @@ from tests.vectors import (
     chat_completions,
     find,
     load,
+    require,
 )
 from turnout.dialects.classify import retry_after
 from turnout.dialects.openai import ingress
@@ -35,6 +36,7 @@ from turnout.dialects.openai.upstream import (
 from turnout.dialects.sse import SSEEvent, SSEParser
 from turnout.model import ErrorClass, Response, UpstreamError, Usage
 
+require(*OPENAI_COMPATIBLE)  # else the module is skipped, saying which recordings are not here
 ALL = chat_completions()
 COMPLETIONS = [
     item

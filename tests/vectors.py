@@ -16,10 +16,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+import pytest
 import yaml
 
 # the folders whose traffic is the OpenAI Chat Completions wire format
 OPENAI_COMPATIBLE = ("openai", "openrouter", "groq", "cerebras", "deepseek", "mistral", "ollama")
+
+
+_IN_REPOSITORY = Path(__file__).resolve().parent / "data" / "vectors"
 
 
 def vectors_dir() -> Path:
@@ -28,7 +32,38 @@ def vectors_dir() -> Path:
     env = os.environ.get("TURNOUT_VECTORS")
     if env and Path(env).is_dir():
         return Path(env)
-    return Path(__file__).resolve().parent / "data" / "vectors"
+    return _IN_REPOSITORY
+
+
+def missing(*folders: str) -> str | None:
+    """Why the recorded traffic of these provider folders is not here (None: it is)."""
+    root = vectors_dir()
+    absent = [folder for folder in folders if not (root / folder).is_dir()]
+    if not absent:
+        return None
+    named = "" if root == _IN_REPOSITORY else " (named by TURNOUT_VECTORS)"
+    return f"recorded traffic {', '.join(absent)} not found in {root}{named}"
+
+
+def require(*folders: str) -> None:
+    """Skip the calling test module, with the reason, unless these folders are here."""
+    reason = missing(*folders)
+    if reason:
+        pytest.skip(reason, allow_module_level=True)
+
+
+def needs(*folders: str) -> pytest.MarkDecorator:
+    """Mark a test that replays these folders: skipped, with the reason, without them."""
+    reason = missing(*folders)
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+def cassette(folder: str, name: str) -> Path:
+    """One cassette file; the test is skipped, with the reason, when it is not there."""
+    path = vectors_dir() / folder / name
+    if not path.is_file():
+        pytest.skip(missing(folder) or f"recorded traffic {folder}/{name} not in {vectors_dir()}")
+    return path
 
 
 def _headers(raw: Any) -> dict[str, str]:
@@ -133,6 +168,7 @@ def chat_completions(folders: Iterable[str] = OPENAI_COMPATIBLE) -> list[Interac
 def find(interaction_id: str) -> Interaction:
     """One interaction by its id, e.g. `groq/test_tool_regular_error.yaml#0`."""
     folder = interaction_id.split("/", 1)[0]
+    require(folder)
     for item in load_folder(folder):
         if item.id == interaction_id:
             return item

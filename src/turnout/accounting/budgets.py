@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from turnout.accounting.records import KeyRecord, LedgerRow
 from turnout.config.schema import Config
-from turnout.events import BudgetAlert, Publish
+from turnout.events import BudgetAlert, Publish, SharedStateChanged
 
 log = logging.getLogger("turnout.budgets")
 PERIODS = ("daily", "monthly")
@@ -47,6 +48,11 @@ def period_start(period: str, now: float) -> float:
     return start
 
 
+def period_end(period: str, now: float) -> float:
+    """When the day or month `now` falls in ends (UTC)."""
+    return _boundaries(period, now)[1]
+
+
 @dataclass(slots=True, frozen=True)
 class Budget:
     scope: str  # key | route | provider
@@ -72,17 +78,34 @@ _NO_BUDGETS = Verdict()  # the verdict of every request no budget applies to
 
 
 class AlertLog:
-    """The last budget alerts, for /admin/events: a subscriber of the bus."""
+    """The last budget alerts (and shared-counting changes), for /admin/events: a
+    subscriber of the bus."""
 
     def __init__(self, size: int = 1000) -> None:
         self.events: deque[dict[str, Any]] = deque(maxlen=size)
 
-    def on_alert(self, alert: BudgetAlert) -> None:
+    def on_alert(self, alert: BudgetAlert | SharedStateChanged) -> None:
         self.events.append(alert.as_dict())
 
 
 def _nobody(_: object) -> None:
     """Where a SpendTracker built without a bus sends its alerts."""
+
+
+def verdict(spent: Iterable[Budget]) -> Verdict:
+    """What the budgets already spent do to a request: a provider's skips its models, a
+    downgrading one keeps only the cheapest targets, the first blocking one refuses it."""
+    blocked: Budget | None = None
+    downgrade = False
+    over_providers = set()
+    for budget in spent:
+        if budget.scope == "provider":
+            over_providers.add(budget.name)  # its models are skipped; others may answer
+        elif budget.on_exceed == "downgrade":
+            downgrade = True
+        elif blocked is None:
+            blocked = budget
+    return Verdict(blocked, downgrade, frozenset(over_providers))
 
 
 def budgets_of(config: Config) -> tuple[Budget, ...]:
@@ -158,6 +181,15 @@ class SpendTracker:
             if usd is not None
         ]
 
+    def applicable(
+        self, key: KeyRecord | None, route: str, budgets: tuple[Budget, ...]
+    ) -> list[Budget]:
+        """The budgets a request of `key` on `route` is checked against: its key's, its
+        route's and every provider's (those skip their models rather than refuse)."""
+        return [
+            b for b in (*self._key_budgets(key), *budgets) if b.scope != "route" or b.name == route
+        ]
+
     def check(
         self,
         key: KeyRecord | None,
@@ -166,25 +198,13 @@ class SpendTracker:
         now: float | None = None,
     ) -> Verdict:
         """The verdict of the request's own runtime's `budgets` (and its key's)."""
-        budgets = (*self._key_budgets(key), *budgets)
-        if not budgets:
+        if key is None and not budgets:
+            return _NO_BUDGETS
+        applicable = self.applicable(key, route, budgets)
+        if not applicable:
             return _NO_BUDGETS
         now = time.time() if now is None else now
-        blocked: Budget | None = None
-        downgrade = False
-        over_providers = set()
-        for budget in budgets:
-            if budget.scope == "route" and budget.name != route:
-                continue
-            if self.spent(budget.scope, budget.name, budget.period, now) < budget.usd:
-                continue
-            if budget.scope == "provider":
-                over_providers.add(budget.name)  # its models are skipped; others may answer
-            elif budget.on_exceed == "downgrade":
-                downgrade = True
-            elif blocked is None:
-                blocked = budget
-        return Verdict(blocked, downgrade, frozenset(over_providers))
+        return verdict(b for b in applicable if self.spent(b.scope, b.name, b.period, now) >= b.usd)
 
     def _alert_soft(self, now: float) -> None:
         for budget in self.budgets:

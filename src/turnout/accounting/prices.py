@@ -44,6 +44,10 @@ DEFAULT_PRICES: dict[str, Price] = {
     "gpt-5": _p(1.25, 10.00, 0.125),
     "gpt-5-mini": _p(0.25, 2.00, 0.025),
     "gpt-5-nano": _p(0.05, 0.40, 0.005),
+    # OpenAI embeddings (input tokens only)
+    "text-embedding-3-small": _p(0.02, 0.0),
+    "text-embedding-3-large": _p(0.13, 0.0),
+    "text-embedding-ada-002": _p(0.10, 0.0),
     # Anthropic (cached = cache reads)
     "claude-haiku-4-5": _p(1.00, 5.00, 0.10),
     "claude-sonnet-4-5": _p(3.00, 15.00, 0.30),

@@ -60,6 +60,15 @@ class LedgerRow:
     key_id: str | None = None
     session: str | None = None
     error: str | None = None  # short reason for non-ok outcomes
+    # JSON asked for (response format or route output_schema): ok | invalid_json |
+    # schema_mismatch; None when the answer was not checked. A whole answer that failed the
+    # check never reached the client; a streamed one was flagged after it was sent
+    output_check: str | None = None
+    # the response cache, on routes that have one: hit | miss | bypass (None: no cache). A
+    # hit cost nothing upstream (cost_usd 0, no tokens); cache_saved_usd is what its answer
+    # cost when it was first made, and is counted apart from routing's savings (baseline)
+    cache: str | None = None
+    cache_saved_usd: float = 0.0
 
     @property
     def saved_usd(self) -> float:

@@ -1,4 +1,5 @@
-"""`turnout report`: spend, savings, fallbacks and latency per route, model and key.
+"""`turnout report`: spend, savings, fallbacks and latency per route, model and key; and,
+when routes have a response cache, its hit rate and savings in a table of their own.
 
 The figures come from `Store.report()`; their exact definitions are in
 `turnout.accounting.store.summary`. This module adds key names and renders the result as
@@ -126,7 +127,45 @@ def render_table(report: dict[str, Any]) -> Group:
         totals = report["totals"]
         table.add_row("total", *(fmt(totals[field]) for field, _, fmt in _TABLE_COLUMNS))
         tables.append(table)
+    cache = _cache_table(report, since)
+    if cache is not None:
+        tables.append(cache)
     return Group(*tables)
+
+
+_CACHE_COLUMNS: tuple[tuple[str, str, Any], ...] = (
+    ("cache_hits", "hits", _count),
+    ("cache_misses", "misses", _count),
+    ("cache_bypassed", "bypassed", _count),
+    ("cache_hit_rate", "hit rate", _rate),
+    ("cache_saved_usd", "saved by cache", _money),
+)
+
+
+def _cache_table(report: dict[str, Any], since: str) -> Table | None:
+    """Per route with a response cache: hits, misses, hit rate and what hits saved. Apart
+    from the tables above: their `saved` is routing's (against a baseline), this is the
+    cache's (what the hits' answers cost when they were made). None: no cached route."""
+
+    def asked(figures: dict[str, Any]) -> bool:
+        return bool(figures["cache_hits"] or figures["cache_misses"] or figures["cache_bypassed"])
+
+    groups = [group for group in report["routes"] if asked(group)]
+    if not groups:
+        return None
+    table = Table(title=f"Response cache since {since}", title_justify="left")
+    table.add_column("route")
+    for _, header, _ in _CACHE_COLUMNS:
+        table.add_column(header, justify="right")
+    for i, group in enumerate(groups):
+        table.add_row(
+            _label("routes", group),
+            *(fmt(group[field]) for field, _, fmt in _CACHE_COLUMNS),
+            end_section=i == len(groups) - 1,
+        )
+    totals = report["totals"]
+    table.add_row("total", *(fmt(totals[field]) for field, _, fmt in _CACHE_COLUMNS))
+    return table
 
 
 def render_json(report: dict[str, Any]) -> str:

@@ -19,7 +19,9 @@ from turnout.cli.common import config_from_args, setup_logging
 from turnout.cli.tables import fit
 from turnout.gateway import Gateway
 from turnout.model import Delta, Request, Usage
+from turnout.model.embeddings import EmbeddingRequest
 from turnout.model.errors import GatewayError
+from turnout.routing.capabilities import serves_embeddings
 
 PROBE = [{"role": "user", "content": "Reply with the single word: OK"}]
 
@@ -62,7 +64,8 @@ class _Collector:
 
 
 async def _check_model(gateway: Gateway, name: str) -> dict[str, Any]:
-    """One tiny streamed request forced to one model, through the same core as clients'."""
+    """One tiny streamed request forced to one model (an embedding, for an embeddings model),
+    through the same core as clients'."""
     plan = gateway.runtime.plan(name)
     assert plan is not None
     request = Request(model=name, messages=PROBE, stream=True, max_tokens=8, temperature=0)
@@ -71,9 +74,16 @@ async def _check_model(gateway: Gateway, name: str) -> dict[str, Any]:
     exchange = gateway.arrive("check", collector)
     started = time.perf_counter()
     try:
-        answer = await gateway.handle(request, exchange)
-        assert answer.relay is not None
-        await answer.relay.run(collector, collector)
+        if serves_embeddings(plan):  # an embeddings model is checked with an embedding
+            embedding = await gateway.embed(EmbeddingRequest(name, ["OK"]), exchange)
+            answer = embedding.answer
+            collector.usage = embedding.embedded.result.usage or Usage()
+            vector = embedding.embedded.result.vectors[0]
+            collector.text.append(f"{len(vector)} dimensions")
+        else:
+            answer = await gateway.handle(request, exchange)
+            assert answer.relay is not None
+            await answer.relay.run(collector, collector)
     except GatewayError as exc:
         row.update(status="FAIL", error=exchange.refuse(exc).message)
         return row

@@ -90,10 +90,20 @@ def setup_logging(level: str, secrets: list[Secret] | None = None) -> None:
     )
     # aiohttp's access log costs time on every request; our own outcome records replace it
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    redactor = SecretRedactor.of(secrets or [])
-    if redactor:
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(RedactingFilter(redactor))
+    redact_in_logs(secrets or [])
+
+
+def redact_in_logs(secrets: list[Secret]) -> None:
+    """No log line shows any of `secrets` from now on, nor any secret it hid before (a
+    reload's new secrets join the old ones, which requests in flight may still log)."""
+    for handler in logging.getLogger().handlers:
+        current = next((f for f in handler.filters if isinstance(f, RedactingFilter)), None)
+        if current is None:
+            redactor = SecretRedactor.of(secrets)
+            if redactor:
+                handler.addFilter(RedactingFilter(redactor))
+        else:
+            current.redactor = current.redactor.joined(SecretRedactor.of(secrets))
 
 
 def configured_store(path: str | None, command: str):

@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
     )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--watch", action="store_true", help="reload the config file when it changes"
+    )
 
     check = commands.add_parser("check", help="send one tiny request to every configured model")
     _add_config(check, "YAML config file (default: embedded defaults)")
@@ -57,6 +60,41 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
     status.add_argument("--key", help="an admin key (default: $TURNOUT_KEY), when auth is on")
+
+    replay = commands.add_parser(
+        "replay", help="send a route's captured requests to a candidate model, and compare"
+    )
+    _add_config(replay, "YAML config file (its data directory holds the captures)")
+    replay.add_argument("--route", required=True, help="the route whose captures are replayed")
+    replay.add_argument("--candidate", required=True, help="a model of the config")
+    replay.add_argument("--since", default="7d", help="7d, 24h, 30m or an ISO date")
+    replay.add_argument("--limit", type=int, default=200, help="the last N captured requests")
+    replay.add_argument("--concurrency", type=int, default=4, help="replays at once")
+    replay.add_argument("--format", choices=["table", "json"], default="table")
+    replay.add_argument("--html", help="also write an HTML report to this file")
+
+    reload = commands.add_parser(
+        "reload", help="a running gateway reads its config again (SIGHUP does the same)"
+    )
+    reload.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
+    reload.add_argument("--json", action="store_true", help="print the raw JSON")
+    reload.add_argument("--key", help="an admin key (default: $TURNOUT_KEY), when auth is on")
+
+    rollout = commands.add_parser(
+        "rollout", help="a running gateway's canary rollouts: status, start, promote, rollback"
+    )
+    rollout.add_argument("action", choices=["status", "start", "promote", "rollback", "abort"])
+    rollout.add_argument("route", nargs="?", help="the route (all of them, for status)")
+    rollout.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
+    rollout.add_argument("--json", action="store_true", help="print the raw JSON")
+    rollout.add_argument("--key", help="an admin key (default: $TURNOUT_KEY), when auth is on")
+
+    cache = commands.add_parser("cache", help="a running gateway's response cache: clear")
+    cache.add_argument("action", choices=["clear"])
+    cache.add_argument("route", help="the route whose cached answers are forgotten")
+    cache.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
+    cache.add_argument("--json", action="store_true", help="print the raw JSON")
+    cache.add_argument("--key", help="an admin key (default: $TURNOUT_KEY), when auth is on")
 
     keys = commands.add_parser("keys", help="create, list and revoke gateway API keys")
     _add_config(keys, "YAML config file (its ledger holds the keys)")
@@ -113,6 +151,22 @@ def main(argv: list[str] | None = None) -> int:
         from turnout.cli.status import status
 
         return status(args)
+    if args.command == "rollout":
+        from turnout.cli.rollout import rollout
+
+        return rollout(args)
+    if args.command == "cache":
+        from turnout.cli.cache import cache
+
+        return cache(args)
+    if args.command == "replay":
+        from turnout.cli.replay import replay_command
+
+        return replay_command(args)
+    if args.command == "reload":
+        from turnout.cli.reload import reload
+
+        return reload(args)
     from turnout.cli.demo import demo
 
     return demo(args)

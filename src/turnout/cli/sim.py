@@ -24,16 +24,25 @@ config file (YAML):
       ttft: 50ms             # mean time to the first token (a number of seconds or 50ms, 2s)
       ttft_jitter: 0.2       # +/- fraction of ttft, uniform
       tokens_per_second: 200 # pacing of the rest of the answer
+    tailed:
+      ttft: 800ms
+      ttft_distribution: lognormal  # uniform (default; ttft_jitter applies) or lognormal,
+      ttft_sigma: 0.5        # ...with ttft its median and this its shape
+      slow_rate: 0.05        # this share of requests wait...
+      slow_factor: 10        # ...this many times longer for their first token
     flaky:
       error_rate: {500: 0.2, 529: 0.05}  # status -> probability per request
       rate_limit_rate: 0.1   # probability of a 429
       retry_after: 2         # seconds, sent as retry-after with 429s
       ratelimit_remaining: 5 # x-ratelimit-remaining-requests (anthropic-ratelimit-*) to report
       ratelimit_reset: 1s    # x-ratelimit-reset-requests to report with it
+      ratelimit_limit: 10    # enforced: this many requests per ratelimit_reset window, then 429s
       hang_rate: 0.01        # never answer
       disconnect_rate: 0.05  # drop the stream (or the connection) mid-way
       disconnect_after: 3    # chunks sent before a disconnect
       stream_error_after: 10 # streams: an in-band error event after this many chunks
+      stall_after: 20        # streams: after this many chunks, pause...
+      stall_for: 15s         # ...this long, then go on (a stalled upstream)
       malformed_rate: 0.1    # JSON mode: answer with broken JSON (the object cut in half)
       json_fields_limit: 3   # JSON mode: past this many fields, leave the rest out
       outages:               # windows of time since start when every request fails

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from turnout.cli.remote import Unreachable, call, error_message
 from turnout.cli.tables import fit
 
 _STYLE = {"healthy": "green", "half_open": "yellow", "rate_limited": "yellow"}
@@ -62,14 +60,13 @@ def _table(data: dict[str, Any], width: int) -> Table:
 
 
 def status(args: argparse.Namespace) -> int:
-    url = args.url.rstrip("/") + "/health/providers"
-    key = args.key or os.environ.get("TURNOUT_KEY")
-    request = urllib.request.Request(url, headers={"authorization": f"Bearer {key}"} if key else {})
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            data = json.loads(response.read())
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"turnout status: cannot reach {url}: {exc}", file=sys.stderr)
+        code, data = call(args.url, "/health/providers", args.key)
+    except Unreachable as exc:
+        print(f"turnout status: {exc}", file=sys.stderr)
+        return 2
+    if code != 200:
+        print(f"turnout status: {error_message(data)}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(data, indent=2))

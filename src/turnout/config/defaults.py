@@ -4,6 +4,10 @@ Route `chat` lists the cloud models whose keys are set in the environment, cheap
 then the in-process SmolLM2-135M last, so a new user gets real answers with no key at all.
 Keys read: OPENROUTER_API_KEY, CEREBRAS_API_KEY, GROQ_API_KEY, GEMINI_API_KEY, OPENAI_API_KEY,
 ANTHROPIC_API_KEY, and CLOUDFLARE_API_TOKEN with CLOUDFLARE_ACCOUNT_ID.
+
+Route `embeddings` (POST /v1/embeddings) exists only with OPENAI_API_KEY: no package on PyPI
+ships a small GGUF embedding model to serve in process (SmolLM2 is a chat model, and is not
+used as one), so without a key /v1/embeddings answers a 404 that says how to configure a route.
 """
 
 from __future__ import annotations
@@ -91,6 +95,9 @@ _CLOUD: list[tuple[str, str, dict[str, Any], str, dict[str, Any]]] = [
 ]
 
 
+EMBEDDING_MODEL = "text-embedding-3-small"  # the `embeddings` route's, with OPENAI_API_KEY
+
+
 def default_config(host: str = "127.0.0.1", port: int = 8080) -> Config:
     providers: dict[str, Any] = {}
     models: dict[str, Any] = {}
@@ -127,10 +134,18 @@ def default_config(host: str = "127.0.0.1", port: int = 8080) -> Config:
     priced = [n for n in models if n != "smol"]
     if priced:
         route["baseline"] = max(priced, key=lambda n: models[n]["price"]["output"])
+    routes: dict[str, Any] = {"chat": route}
+    if os.environ.get("OPENAI_API_KEY"):
+        models[EMBEDDING_MODEL] = {
+            "provider": "openai",
+            "price": {"input": 0.02, "output": 0},
+            "supports": ["embeddings"],
+        }
+        routes["embeddings"] = {"targets": [EMBEDDING_MODEL]}
     data = {
         "server": {"host": host, "port": port},
         "providers": providers,
         "models": models,
-        "routes": {"chat": route},
+        "routes": routes,
     }
     return parse_config(data, "<embedded defaults>")

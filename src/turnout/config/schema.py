@@ -2,63 +2,31 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     SerializeAsAny,
     field_validator,
     model_validator,
 )
 
-from turnout.config.secrets import Secret
+from turnout.config.cache import CacheConfig
+from turnout.config.fields import (
+    Duration,
+    SecretRef,
+    Strict,
+    is_loopback,
+)
+from turnout.config.metrics import MetricsConfig
+from turnout.config.rollout import RolloutConfig
+from turnout.config.sinks import AlertRule, SinkSection, check_sinks
+from turnout.config.traces import TracesConfig
 from turnout.model.json_schema import UnusableSchema, checked
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(value: Any) -> float:
-    """`2s`, `500ms`, `1m`, `1h` or a bare number of seconds -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration like 2s, 500ms or 1m")  # noqa: TRY004 - pydantic wants ValueError
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ValueError(f"{value!r} is not a duration like 2s, 500ms or 1m")
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError("must be greater than zero")
-    return seconds
-
-
-def _to_secret(value: Any) -> Secret:
-    if isinstance(value, Secret):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("must be an environment reference like ${MY_API_KEY}")  # noqa: TRY004
-    return Secret.from_reference(value)
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Probability = Annotated[float, Field(ge=0, le=1)]
-SecretRef = Annotated[Secret, BeforeValidator(_to_secret), PlainSerializer(repr)]
-
-
-def is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
 
 
 class ServerConfig(Strict):
@@ -81,12 +49,16 @@ class Timeouts(Strict):
     connect: Duration = 2.0
     ttft: Duration = 10.0  # streaming: time to the first content token
     total: Duration = 120.0  # the whole attempt
+    # streaming: the longest gap between chunks after the first token; a longer one is a
+    # broken stream (None: no limit but `total`)
+    idle: Duration | None = None
 
 
 class TimeoutOverride(Strict):
     connect: Duration | None = None
     ttft: Duration | None = None
     total: Duration | None = None
+    idle: Duration | None = None
 
 
 class Price(Strict):
@@ -105,6 +77,9 @@ class ProviderConfig(Strict):
     base_url: str | None = None
     api_key: SecretRef | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    # whether the kind serves embeddings (POST /embeddings): a kind's config model says so,
+    # so that a model with `supports: [embeddings]` on another kind is refused at load
+    embeddings: ClassVar[bool] = False
 
 
 # Provider kind -> its config model. Filled by the providers layer (providers/registry.py) as
@@ -149,7 +124,10 @@ def _by_kind(value: Any) -> Any:
 ProviderSection = Annotated[SerializeAsAny[ProviderConfig], BeforeValidator(_by_kind)]
 
 
-Capability = Literal["tools", "json", "vision"]
+# "embeddings" marks an embeddings model: it serves /v1/embeddings and never chat
+# "prefill" marks an OpenAI-compatible server (vLLM, SGLang) that continues a last assistant
+# message (`continue_final_message`): how a broken stream is continued there
+Capability = Literal["tools", "json", "vision", "embeddings", "prefill"]
 
 
 class ModelConfig(Strict):
@@ -193,6 +171,18 @@ class GuardConfig(Strict):
     buffer_streams: bool = False  # validate streamed JSON too (the client waits for the whole)
 
 
+class HedgeConfig(Strict):
+    """A second attempt on the route's next target when the first is slow (execute/hedge.py):
+    the first to answer wins, the other is cancelled."""
+
+    # no first token (a stream) or no answer (a whole one) by then: a duration, or `p95`,
+    # the target's recent p95 for this prompt size (TTFT for streams, latency for whole ones)
+    after: Duration | Literal["p95"] = 0.8
+    # hedges at most this share of the route's requests (a token bucket refilled by requests)
+    max_extra: float = Field(0.1, gt=0, le=1)
+    floor: Duration = 1.0  # `after: p95` while health has too few samples of the target
+
+
 class CaptureConfig(Strict):
     """Keep prompts and answers of a route (off by default), to replay against a candidate."""
 
@@ -232,6 +222,12 @@ class RouteConfig(Strict):
     # a max_tokens larger than a target can give: clamp it to what the target can (clients
     # send large defaults), or skip the target (strict)
     max_tokens: Literal["clamp", "strict"] = "clamp"
+    rollout: RolloutConfig | None = None  # a candidate model tried stage by stage
+    # a committed stream that breaks or stalls: end it with an explicit error event, or have
+    # the next target continue the answer (execute/continuation.py)
+    on_stream_break: Literal["error", "continue"] = "error"
+    hedge: HedgeConfig | None = None  # a second attempt when the first is slow
+    cache: CacheConfig | None = None  # answers to identical requests served again
 
     @field_validator("policy")
     @classmethod
@@ -348,6 +344,10 @@ class Config(Strict):
     auth: AuthConfig = AuthConfig()
     budgets: list[BudgetConfig] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics: MetricsConfig = MetricsConfig()  # GET /metrics (Prometheus)
+    traces: TracesConfig = TracesConfig()  # OpenTelemetry spans over OTLP (optional extra)
+    sinks: list[SinkSection] = Field(default_factory=list)  # events out (config/sinks.py)
+    alerts: list[AlertRule] = Field(default_factory=list)  # rules that notify a webhook sink
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:
@@ -356,6 +356,13 @@ class Config(Strict):
                 raise ValueError(
                     f"models.{name}.provider: unknown provider {model.provider!r}"
                     f" (known: {', '.join(sorted(self.providers)) or 'none'})"
+                )
+            provider = self.providers[model.provider]
+            if "embeddings" in model.supports and not provider.embeddings:
+                raise ValueError(
+                    f"models.{name}.supports: provider {model.provider!r} is of kind"
+                    f" {provider.kind!r}, which has no embeddings endpoint (use an"
+                    " OpenAI-compatible provider, kind 'openai')"
                 )
         if self.auth.required is False and not is_loopback(self.server.host):
             raise ValueError(
@@ -376,6 +383,24 @@ class Config(Strict):
                     )
             if name in self.models:
                 raise ValueError(f"routes.{name}: a route cannot share a name with a model")
+            embedding = [t for t in route.targets if "embeddings" in self.models[t].supports]
+            if embedding and len(embedding) < len(route.targets):
+                chat = [t for t in route.targets if t not in embedding]
+                raise ValueError(
+                    f"routes.{name}.targets: embeddings models ({', '.join(embedding)}) and chat"
+                    f" models ({', '.join(chat)}) cannot share a route"
+                )
             if route.baseline is not None and route.baseline not in self.models:
                 raise ValueError(f"routes.{name}.baseline: unknown model {route.baseline!r}")
+            rollout = route.rollout
+            if rollout is not None and rollout.candidate not in self.models:
+                raise ValueError(
+                    f"routes.{name}.rollout.candidate: unknown model {rollout.candidate!r}"
+                )
+            if rollout is not None and rollout.candidate in route.targets:
+                raise ValueError(
+                    f"routes.{name}.rollout.candidate: {rollout.candidate!r} is already a"
+                    " target of the route: a candidate is a model the route does not use yet"
+                )
+        check_sinks(self.sinks, self.alerts, self.routes)
         return self

@@ -109,6 +109,10 @@ class SecretRedactor:
     def of(cls, secrets: Iterable[Secret]) -> SecretRedactor:
         return cls(secret.reveal() for secret in secrets if secret.is_set)
 
+    def joined(self, other: SecretRedactor) -> SecretRedactor:
+        """A redactor of both one's and the other's secrets."""
+        return SecretRedactor([*self._whole, *other._whole])
+
     def __bool__(self) -> bool:
         return bool(self._whole)
 

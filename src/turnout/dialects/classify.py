@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import re
 import time
 from collections.abc import Mapping
 
@@ -123,3 +124,43 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+# How upstreams say a request's max_tokens is more than the model can write, and the number
+# they say it can (a group named `limit`, or `window` less `prompt`)
+_OUTPUT_LIMITS = [
+    # Anthropic: "max_tokens: 128000 > 64000, which is the maximum allowed number of output
+    # tokens for claude-haiku-4-5-20251001"
+    re.compile(r"max_tokens: ?\d+ ?> ?(?P<limit>\d+), which is the maximum"),
+    # OpenAI: "max_tokens is too large: 128000. This model supports at most 16384 completion
+    # tokens, whereas you provided 128000."
+    re.compile(r"supports at most (?P<limit>\d+) (?:completion|output) tokens"),
+    # Groq and others: "`max_tokens` must be less than or equal to `8192`"
+    re.compile(
+        r"max_(?:completion_)?tokens`? must be (?:less than or equal to|<=|at most) `?(?P<limit>\d+)"
+    ),
+    # vLLM and OpenAI's older wording: "This model's maximum context length is 8192 tokens.
+    # However, you requested 130000 tokens (2000 in the messages, 128000 in the completion)"
+    re.compile(
+        r"maximum context length is (?P<window>\d+) tokens.{0,80}?\((?P<prompt>\d+) in the"
+        r" (?:messages|prompt)",
+        re.DOTALL,
+    ),
+]
+
+
+def output_limit_in(message: str | None) -> int | None:
+    """The output limit an upstream's refusal of a too-large max_tokens states, if it does."""
+    if not message or "token" not in message:
+        return None
+    for pattern in _OUTPUT_LIMITS:
+        match = pattern.search(message)
+        if match is None:
+            continue
+        found = match.groupdict()
+        if found.get("limit") is not None:
+            limit = int(found["limit"])
+        else:
+            limit = int(found["window"]) - int(found["prompt"])
+        return limit if limit > 0 else None
+    return None

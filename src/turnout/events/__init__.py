@@ -5,20 +5,26 @@ from turnout.events.bus import EventBus, Publish, Subscription
 from turnout.events.kinds import (
     AttemptFinished,
     BudgetAlert,
+    ConfigReloaded,
     Event,
     HealthChanged,
     HealthState,
     RequestFinished,
+    RolloutChanged,
+    SharedStateChanged,
 )
 
 __all__ = [
     "AttemptFinished",
     "BudgetAlert",
+    "ConfigReloaded",
     "Event",
     "EventBus",
     "HealthChanged",
     "HealthState",
     "Publish",
     "RequestFinished",
+    "RolloutChanged",
+    "SharedStateChanged",
     "Subscription",
 ]

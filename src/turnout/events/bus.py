@@ -5,7 +5,9 @@ Inline subscribers run inside publish, in order: for the ones that must see ever
 the order it happened and are O(1) and non-blocking (health, the ledger's queue, budgets).
 Every other subscriber gets a bounded queue drained by its own asyncio task; when the queue
 is full the event is dropped for that subscriber and counted, so a slow subscriber never
-slows a request. A subscriber that raises is counted and logged (once per `_LOG_EVERY`
+slows a request. The task is woken once per batch, `_BATCH` seconds after the first event of
+it, never per event: waking a task costs a request's worth of event-loop work (a queued
+dashboard subscriber woken per event cost 8% of the gateway's throughput). A subscriber that raises is counted and logged (once per `_LOG_EVERY`
 errors), never seen by the request.
 """
 
@@ -25,6 +27,7 @@ Handler = Callable[[Any], None] | Callable[[Any], Awaitable[None]]
 Publish = Callable[[Any], None]
 _LOG_EVERY = 1000  # a subscriber failing on every event must not flood the log
 _CLOSE_WAIT = 2.0  # seconds close() lets the queues drain before it cancels them
+_BATCH = 0.02  # seconds a queued subscriber's events wait to be handed over together
 
 
 class Subscription:
@@ -32,6 +35,8 @@ class Subscription:
 
     __slots__ = (
         "_closing",
+        "_loop",
+        "_pending",
         "_task",
         "_wake",
         "delivered",
@@ -55,6 +60,8 @@ class Subscription:
         self.queue: deque[Any] = deque()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending = False  # a wake-up is scheduled for the events queued so far
         self._closing = False
 
     def offer(self, event: Any) -> None:
@@ -70,6 +77,12 @@ class Subscription:
             self.dropped += 1
             return
         self.queue.append(event)
+        if not self._pending and self._loop is not None:
+            self._pending = True
+            self._loop.call_later(_BATCH, self._wake_up)
+
+    def _wake_up(self) -> None:
+        self._pending = False
         if self._wake is not None:
             self._wake.set()
 
@@ -83,7 +96,10 @@ class Subscription:
             return
         self._wake = asyncio.Event()
         self._closing = False
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._drain(), name=f"events-{self.name}")
+        if self.queue:  # published before the bus started
+            self._wake.set()
 
     async def _drain(self) -> None:
         assert self._wake is not None

@@ -1,7 +1,9 @@
 """One upstream attempt: one try at one target, with a lifecycle of its own.
 
 `complete()` asks for a whole answer; `open()` starts a stream and waits for its first
-content token (the commit) within the TTFT timeout, then hands the rest to a Stream;
+content token (the commit) within the TTFT timeout, then hands the rest to a Stream (a JSON
+answer commits once its first character shows it can be the JSON asked for, and is checked
+as it streams: execute/stream_check.py);
 `cancel()` abandons it. Each attempt records its own outcome exactly once, as an
 AttemptFinished event (health learns only from these). An attempt cancelled because it lost
 a race or its client left records nothing: that says nothing about the model.
@@ -17,6 +19,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator
 
+from turnout.dialects.classify import output_limit_in
 from turnout.events import AttemptFinished, Publish
 from turnout.execute import guard
 from turnout.execute.accumulate import Accumulator
@@ -24,9 +27,11 @@ from turnout.execute.deadlines import Deadlines
 from turnout.execute.failures import timeout_error
 from turnout.execute.stale import StaleCache
 from turnout.execute.stream import Stream, close_quietly
+from turnout.execute.stream_check import OK, Checked, StreamCheck
 from turnout.model import Delta, ErrorClass, Outcome, Request, Response, UpstreamError, Usage
 from turnout.providers.base import Call
 from turnout.routing import Plan, Target
+from turnout.routing.targets import learn_output_limit
 
 
 def _rewritten(deltas: list[Delta], content: str) -> list[Delta]:
@@ -44,6 +49,8 @@ def _rewritten(deltas: list[Delta], content: str) -> list[Delta]:
 
 class UpstreamAttempt:
     __slots__ = (
+        "_asked_less",
+        "_check",
         "_deadlines",
         "_held",
         "_publish",
@@ -58,6 +65,7 @@ class UpstreamAttempt:
         "started",
         "target",
         "ttft",
+        "usage_seen",
     )
 
     def __init__(
@@ -81,6 +89,9 @@ class UpstreamAttempt:
         self.call = Call(target.upstream_model, target.timeouts)
         self.started = time.time()  # epoch seconds, for the outcome and the ledger
         self.ttft: float | None = None  # seconds to the first content token, once known
+        # usage a stream reported before its first token (Anthropic's message_start): what
+        # an attempt cancelled then (a lost hedge race) is known to have cost
+        self.usage_seen: Usage | None = None
         self._t0 = time.perf_counter()
         self._publish = publish
         self._deadlines = deadlines
@@ -89,7 +100,9 @@ class UpstreamAttempt:
         self._held = held
         self._stale = stale  # where a route with stale_if_error keeps good answers
         self._source: AsyncIterator[Delta] | None = None
+        self._check: StreamCheck | Checked | None = None  # a streamed JSON answer's check
         self._recorded = False
+        self._asked_less = False  # asked again with the output limit the upstream stated
 
     # --- whole answers ----------------------------------------------------------------------
 
@@ -103,6 +116,8 @@ class UpstreamAttempt:
         except TimeoutError:
             return self.failed(timeout_error("total"))
         except UpstreamError as exc:
+            if self._asks_less(exc):
+                return await self.complete(guarded)
             return self.failed(exc)
         invalid = guarded and guard.check(response, self.request, self.plan.output_schema)
         if invalid:
@@ -123,17 +138,25 @@ class UpstreamAttempt:
         ttft_deadline = min(deadline, loop.time() + target.timeouts.ttft)
         source = self._source = target.provider.stream(request, self.call)
         buffered: list[Delta] = []
+        guarded = guard.applies(request, plan.output_schema)
+        check: StreamCheck | None = None
         try:
             async with self._deadlines.timeout_at(ttft_deadline):
                 async for delta in source:
                     buffered.append(delta)
                     if delta.has_content or delta.finish_reason:
                         break
+                    if delta.usage is not None:
+                        self.usage_seen = delta.usage
                 else:
                     if not buffered:
                         raise UpstreamError(ErrorClass.STREAM_BROKEN, "stream ended empty")
-            self.ttft = time.perf_counter() - self._t0
-            if plan.buffer_streams and guard.applies(request, plan.output_schema):
+                self.ttft = time.perf_counter() - self._t0
+                if guarded and not plan.buffer_streams:
+                    # JSON asked for: held until its first character says it can be JSON
+                    check = self._check = StreamCheck(request, plan.output_schema)
+                    await check.hold(source, buffered)
+            if guarded and plan.buffer_streams:
                 buffered = await self._whole_and_checked(source, buffered, deadline)
         except TimeoutError:
             error = timeout_error("ttft" if ttft_deadline < deadline else "total")
@@ -145,15 +168,36 @@ class UpstreamAttempt:
                 attempts,
                 tries,
                 buffered,
-                source,
+                source if check is None else check.relayed(source),
                 self.finished,
                 deadline,
                 plan.stale_max_age is not None,
                 self._deadlines,
                 first_token_at=self.started + self.ttft,
+                check=self._check,
             )
         await close_quietly(source)
+        if self._asks_less(error):
+            return await self.open(attempts, tries)
         return self.failed(error)
+
+    def _asks_less(self, error: UpstreamError) -> bool:
+        """The upstream refused a max_tokens larger than the model can write and said how
+        much it can: learn it (later requests are clamped before they are sent) and, on a
+        clamping route, ask again, once, for that much (said in x-turnout-max-tokens)."""
+        asked = self.request.max_tokens
+        refused = error.error_class in (ErrorClass.CLIENT_ERROR, ErrorClass.CONTEXT_LENGTH)
+        if not refused or asked is None or self._asked_less:
+            return False
+        limit = output_limit_in(error.message)
+        if limit is None or limit >= asked:
+            return False
+        learn_output_limit(self.target, limit)
+        if self.plan.strict_max_tokens:
+            return False  # the client's max_tokens stands: the refusal goes back to it
+        self._asked_less = True
+        self.request = dataclasses.replace(self.request, max_tokens=limit)
+        return True
 
     async def _whole_and_checked(
         self, source: AsyncIterator[Delta], buffered: list[Delta], deadline: float
@@ -169,7 +213,9 @@ class UpstreamAttempt:
         invalid = guard.check(answer, self.request, self.plan.output_schema)
         if invalid:
             raise invalid
-        if answer.content is not None:  # the guard may have unwrapped a code fence
+        if answer.content is not None:  # (a tool call as the answer is not checked)
+            self._check = Checked(OK)
+            # the guard may have unwrapped a code fence
             return _rewritten(buffered, answer.content)
         return buffered
 
@@ -177,8 +223,15 @@ class UpstreamAttempt:
         self, error: UpstreamError | None, usage: Usage | None, kept: Accumulator | None
     ) -> None:
         """A committed stream ended (well, or broken after its first token)."""
+        check = self._check
+        if error is None and check is not None and check.error is not None:
+            # a committed answer that is not the JSON asked for: the client has it already,
+            # no other answer to this request will vouch for or against it, so it counts now
+            self._held = None
+            self.record(check.error, usage)
+            return
         self.record(error, usage)
-        if kept is not None:
+        if kept is not None and (check is None or check.verdict in (None, OK)):
             self._keep(kept.response("", self.target.name))
 
     async def cancel(self) -> None:

@@ -109,6 +109,19 @@ class Deadline:
         if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
             raise TimeoutError from exc
 
+    def reschedule(self, when: float | None) -> None:
+        """Move the deadline, inside its `async with`: a stream's idle limit is pushed on by
+        each chunk with a float assignment (no timer handle, no allocation); the shared
+        timer's next sweep sees the new time."""
+        if self._expired:
+            return
+        self.when = when
+        pending = self._deadlines.pending
+        if when is None:
+            pending.pop(self, None)
+        elif self not in pending:
+            self._deadlines.add(self)
+
     def expire(self) -> None:
         self._deadlines.pending.pop(self, None)
         self._expired = True

@@ -2,7 +2,10 @@
 output schema), an answer that does not parse, or does not match the schema, is a failed
 attempt (`invalid_output`) like any other, so the next target gets a chance.
 
-One repair is made rather than failed: a JSON answer wrapped in a Markdown code fence."""
+One repair is made rather than failed: a JSON answer wrapped in a Markdown code fence.
+
+A streamed answer is checked whole here only on routes with `guard.buffer_streams`; on the
+others it is checked as it streams (execute/stream_check.py), with the same schema check."""
 
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ def check(
         if not fenced:
             cut = " (cut off at max_tokens)" if response.finish_reason == "length" else ""
             if cut and request.max_tokens is not None:
-                return _cut_by_client(request.max_tokens)
+                return cut_by_client(request.max_tokens)
             return UpstreamError(
                 ErrorClass.INVALID_OUTPUT,
                 f"the answer is not valid JSON{cut}: {text[:80]!r}",
@@ -47,9 +50,17 @@ def check(
                 detail="json",
             )
         response.content = fenced.group(1)
-    schema = route_schema or request.json_schema
-    if schema is None:
-        return None
+    schema = schema_for(request, route_schema)
+    return None if schema is None else schema_error(value, schema)
+
+
+def schema_for(request: Request, route_schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The schema an answer must match: the route's own, else the client's; None for none."""
+    return route_schema or request.json_schema
+
+
+def schema_error(value: Any, schema: dict[str, Any]) -> UpstreamError | None:
+    """None when `value` (parsed JSON) matches `schema`; else the guard's failure."""
     # the schema was checked when the request (or the config) was decoded; this is the same
     # cached validator, which resolves nothing outside the schema and so never does I/O
     validator = json_schema.checked(schema)
@@ -73,7 +84,7 @@ def check(
     )
 
 
-def _cut_by_client(max_tokens: int) -> UpstreamError:
+def cut_by_client(max_tokens: int) -> UpstreamError:
     """JSON cut off at the client's own max_tokens is the client's to fix: a 400 passed back
     as it is, not a failure of the model (which would count against its health, so that a
     client could take healthy models out of service with tiny max_tokens)."""

@@ -4,7 +4,9 @@ The server gives the relay its client end (send the headers, write bytes, recogn
 shutdown ending the request) and the client dialect's encoder; the relay gives the core one
 `RelayEnd` when it is over, whatever happened: the upstream broke (the client gets an
 explicit error event, never a silent truncation), the client hung up, the shutdown's grace
-ran out. A broken upstream is first offered to the scheduler's `continuation`.
+ran out. A broken upstream is first offered to the scheduler's `continuation`: a stream on
+another model that carries on the answer (execute/continuation.py). The client then sees one
+stream; the RelayEnd lists the continuing models (`continued`) for the ledger.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from turnout.dialects.base import StreamEncoder
 from turnout.execute.accumulate import Accumulator
+from turnout.execute.continuation import Part, total_usage
 from turnout.execute.stream import Stream
 from turnout.model import UpstreamError, Usage
 
@@ -45,11 +48,17 @@ class RelayEnd:
 
     outcome: str  # ok | stale | stream_failed | client_closed | shutdown
     opened: bool = False  # the client was sent the headers
-    usage: Usage | None = None  # as the upstream reported it; None when it never did
-    pieces: int = 0  # content deltas relayed (what an estimate counts)
+    # the first model's, as its upstream reported it; None when it never did
+    usage: Usage | None = None
+    pieces: int = 0  # the first model's content deltas relayed (what an estimate counts)
     first_token_at: float | None = None  # epoch seconds of the stream's first token
     error: str | None = None
     kept: Accumulator | None = None  # the whole answer, when the relay was asked to keep it
+    # JSON asked for: ok | invalid_json | schema_mismatch, once the stream ended well
+    output_check: str | None = None
+    # the models that continued the answer after the first one's stream broke, each with
+    # its own usage: the ledger row adds them (Part.record)
+    continued: list[Part] = field(default_factory=list)
 
 
 Continuation = Callable[[Stream, UpstreamError], Awaitable[Stream | None]]
@@ -99,20 +108,29 @@ class Relay:
                     await self._pump(stream, client, encoder, end, kept)
                     break
                 except UpstreamError as exc:
+                    if exc.usage is not None:  # the upstream said what was spent: no estimate
+                        if stream.continued is None:
+                            end.usage = exc.usage
+                        else:
+                            stream.continued.part.usage = exc.usage
                     replacement = await self._continuation(stream, exc)
                     if replacement is None:
                         raise
+                    if replacement.continued is not None:
+                        end.continued.append(replacement.continued.part)
                     stream = replacement
             end.outcome = "stale" if stream.stale_age is not None else "ok"
             end.kept = kept
+            end.output_check = stream.output_check
             if end.usage is not None:
-                self._settle(end.usage)
-            await client.write(encoder.finish(end.usage))
+                self._settle(end.usage)  # the first model's part (the row's price)
+            usage = end.usage
+            if end.continued:  # every model's part, summed
+                usage = total_usage(self.stream, usage, end.pieces, end.continued)
+            await client.write(encoder.finish(usage))
         except UpstreamError as exc:
             # content already reached the client: say so explicitly, never truncate silently
             end.outcome, end.error = "stream_failed", exc.message[:300]
-            if exc.usage is not None:
-                end.usage = exc.usage  # the upstream said what was spent: no estimate
             message = f"the upstream stream failed after it started: {exc.message}"
             with contextlib.suppress(ConnectionError):  # the client may be gone too
                 await client.write(encoder.error(502, message, exc.error_class.value))
@@ -135,6 +153,8 @@ class Relay:
         end: RelayEnd,
         kept: Accumulator | None,
     ) -> None:
+        first = stream.continued is None  # (a continuation's usage goes to its Part)
+        sent = stream.sent if stream.continuable else None  # what a continuation carries on
         async with contextlib.aclosing(stream.deltas()) as deltas:
             async for delta in deltas:
                 if kept is not None:
@@ -142,8 +162,13 @@ class Relay:
                 if delta.has_content:
                     if end.first_token_at is None:  # a stored answer replayed: its first token
                         end.first_token_at = time.time()
-                    end.pieces += 1 if delta.content else 0
-                if delta.usage is not None:
+                    end.pieces += first if delta.content else 0
+                    if sent is not None:
+                        if delta.content:
+                            sent.pieces.append(delta.content)
+                        if delta.tool_calls:
+                            sent.tool_calls = True
+                if delta.usage is not None and first:
                     end.usage = delta.usage
                 if event := encoder.delta(delta):
                     await client.write(event)

@@ -10,17 +10,17 @@ When every target is unavailable: a stored answer to the identical request (rout
 `stale_if_error`), else a wait for a target to come back (routes with `queue`), else
 AllTargetsFailed.
 
-Each try is an UpstreamAttempt (execute/attempt.py) that records its own outcome. The seams
-for what comes later: `_try` is the one place a try is made (hedging runs a second attempt
-there when the first is slow), and `continuation` is asked for a replacement when a committed
-stream breaks (today: none, and the client is told).
+Each try is an UpstreamAttempt (execute/attempt.py) that records its own outcome. `_try` is
+the one place a try is made; on a route with `hedge:` `_hedged` makes it instead, and starts
+a second attempt on the next target when the first is slow (execute/hedge.py). `continuation`
+is asked for a replacement when a committed stream breaks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -30,6 +30,7 @@ from turnout.execute.accumulate import replay
 from turnout.execute.attempt import UpstreamAttempt
 from turnout.execute.deadlines import Deadlines
 from turnout.execute.failures import backoff_delay, should_retry_same_target
+from turnout.execute.hedge import HedgeBuckets, LostRaces, Runner, hedge_delay, race
 from turnout.execute.no_answer import AllTargetsFailed, PassThroughError
 from turnout.execute.stale import StaleCache
 from turnout.execute.stream import Stream
@@ -55,6 +56,7 @@ class Progress:
     # invalid answers, told to health only once some model answered this request validly:
     # a schema no model can satisfy is the client's doing, and must not open breakers
     held: list[Outcome] = field(default_factory=list)
+    hedge_earned: bool = False  # this request has refilled its route's hedge bucket
 
 
 @dataclass(slots=True)
@@ -75,6 +77,8 @@ class Scheduler:
         self.publish = publish or self._to_health
         self.stale = StaleCache()
         self.deadlines = Deadlines()
+        self.hedge_buckets = HedgeBuckets()  # per route: the hedges it may still make
+        self.lost_races = LostRaces()  # per model: how often its first attempts were cut short
 
     # --- the two entry points --------------------------------------------------------------
 
@@ -111,9 +115,11 @@ class Scheduler:
 
     async def continuation(self, stream: Stream, error: UpstreamError) -> Stream | None:
         """A stream to carry on a committed one that broke with `error`, or None: the client
-        is then told the stream failed. None today; continuing on another model (issue 16)
-        plugs in here, and the relay (execute/relay.py) already asks."""
-        return None
+        is then told the stream failed. Routes with `on_stream_break: continue` have the next
+        available target continue the answer (execute/continuation.py); the relay asks."""
+        from turnout.execute.continuation import continue_stream  # (imported on a rare break)
+
+        return await continue_stream(stream, error, self.health, self.publish, self.deadlines)
 
     # --- when every target is unavailable ------------------------------------------------------
 
@@ -182,14 +188,20 @@ class Scheduler:
         """Try each target in order, retrying transient failures on the same target."""
         attempts, errors = progress.attempts, progress.errors
         too_long_for: int | None = None
-        for target in plan.targets:
+        targets = iter(plan.targets)  # a hedge takes the next target from here
+        for target in targets:
             skip = self._skip_reason(target, request, too_long_for)
             if skip:
                 attempts.append(Attempt(target.name, skip))
                 continue
             for attempt in range(max(plan.retry.attempts, 1 + plan.guard_retries)):
                 progress.tries += 1
-                result = await self._try(plan, target, request, run, progress)
+                if plan.hedge is None:
+                    result = await self._try(plan, target, request, run, progress)
+                else:  # the winner's target (or the last to fail) from here on
+                    target, result = await self._hedged(
+                        plan, target, request, run, progress, targets, too_long_for
+                    )
                 if not isinstance(result, UpstreamError):
                     for outcome in progress.held:  # another answer was valid: these count
                         self.publish(AttemptFinished(outcome))
@@ -212,11 +224,80 @@ class Scheduler:
     async def _try(
         self, plan: Plan, target: Target, request: Request, run: Try, progress: Progress
     ) -> T | UpstreamError:
-        """One try at `target`: the one place an attempt is made (hedging goes here)."""
+        """One try at `target` (a hedged route's tries are `_hedged`'s)."""
         attempt = UpstreamAttempt(
             plan, target, request, self.publish, self.deadlines, self.stale, progress.held
         )
         return await run(attempt)
+
+    async def _hedged(
+        self,
+        plan: Plan,
+        target: Target,
+        request: Request,
+        run: Try,
+        progress: Progress,
+        targets: Iterator[Target],
+        too_long_for: int | None,
+    ) -> tuple[Target, T | UpstreamError]:
+        """A try at `target` on a hedged route: past the hedge delay, and while the route's
+        bucket allows, a second attempt on the next target `targets` has left; the first to
+        answer wins (execute/hedge.py). Returns the target whose result it is."""
+        hedge = plan.hedge
+        assert hedge is not None
+        bucket = self.hedge_buckets(plan.route, hedge)
+        if not progress.hedge_earned:
+            progress.hedge_earned = True
+            bucket.arrived()
+        first = Runner.start(target, self._attempt(plan, target, request, progress), run)
+        delay = hedge_delay(hedge, self.health, self.lost_races, target, request)
+        try:
+            done, _ = await asyncio.wait((first.task,), timeout=delay)
+        except BaseException:
+            await first.abandon()  # the request was cancelled while it waited
+            raise
+        second = None
+        if not done and bucket.take():
+            second = self._spare(targets, request, too_long_for, progress.attempts)
+            if second is None:
+                bucket.refund()  # nothing left to hedge with
+        if second is None:
+            result = await first.task
+            if not isinstance(result, UpstreamError):
+                self.lost_races.add(target.name, False)
+            return target, result
+        progress.tries += 1
+        other = Runner.start(second, self._attempt(plan, second, request, progress), run)
+        winner, result = await race(first, other, progress.attempts, progress.errors)
+        if first.abandoned:  # cut short: slower than the answer that won
+            self.lost_races.add(target.name, True)
+        elif winner is target and not isinstance(result, UpstreamError):
+            self.lost_races.add(target.name, False)  # (a failure is no sample either way)
+        if isinstance(result, Stream):
+            result.tries = progress.tries  # it was opened before the hedge was counted
+        return winner, result
+
+    def _spare(
+        self,
+        targets: Iterator[Target],
+        request: Request,
+        too_long_for: int | None,
+        attempts: list[Attempt],
+    ) -> Target | None:
+        """The next target health lets this request try (those skipped are listed)."""
+        for target in targets:
+            skip = self._skip_reason(target, request, too_long_for)
+            if not skip:
+                return target
+            attempts.append(Attempt(target.name, skip))
+        return None
+
+    def _attempt(
+        self, plan: Plan, target: Target, request: Request, progress: Progress
+    ) -> UpstreamAttempt:
+        return UpstreamAttempt(
+            plan, target, request, self.publish, self.deadlines, self.stale, progress.held
+        )
 
     def _retry_after(self, plan: Plan, errors: list[UpstreamError]) -> float:
         """When the first target is expected back: health's view, or what upstreams said.

@@ -4,18 +4,24 @@ Each refusal is a `Refused` the server renders in the client's dialect."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 
 from turnout.accounting.auth import Authenticator, Identity
 from turnout.accounting.budgets import Verdict
 from turnout.accounting.service import Accounting
 from turnout.gateway.runtime import Runtime
-from turnout.model import Request
+from turnout.health.pacing import Pacer
+from turnout.model import Attempt, Request
 from turnout.model.errors import GatewayError
-from turnout.routing import Plan
+from turnout.model.tokens import estimate_prompt_tokens
+from turnout.routing import Plan, Target
 from turnout.routing.policies import POLICIES
 
 _ECHO_LIMIT = 100  # characters of a client's model name quoted back in an error
+_MAX_PACING_WAIT = 2.0  # seconds a request may wait for a paced model when all are paced
+_TYPICAL_OUTPUT = 1024  # tokens a request without max_tokens is expected to write, at first
 
 
 class Refused(GatewayError):
@@ -66,23 +72,103 @@ def admit(
     runtime: Runtime, accounting: Accounting, identity: Identity, plan: Plan, request: Request
 ) -> None:
     """The key's route rights, policy override, rate limits, then budgets (block, or
-    downgrade to cheaper targets by excluding the dearer ones)."""
+    downgrade to cheaper targets by excluding the dearer ones), counted in this process
+    (embeddings' admission, and chat's when nothing is counted by the fleet:
+    `admit_request` is the shared one)."""
+    _check_rights(identity, plan, request)
+    now = time.time()
+    wait = accounting.limiter.admit(identity.key, now) if identity.key is not None else None
+    if wait is not None:
+        raise _rate_limited(identity, wait)
+    _apply(plan, request, accounting.spend.check(identity.key, plan.route, runtime.budgets, now))
+
+
+async def admit_request(
+    runtime: Runtime,
+    accounting: Accounting,
+    identity: Identity,
+    plan: Plan,
+    request: Request,
+    request_id: str,
+) -> None:
+    """`admit`, with the key's limits and the budgets counted once for every process that
+    shares the state backend (one Redis round trip, only when a limit or budget applies),
+    and the request's expected cost reserved until it ends (`expected_cost`)."""
+    _check_rights(identity, plan, request)
+    typical = accounting.typical_output.get(plan.route)
+    wait, verdict = await accounting.admit(
+        request_id,
+        identity.key,
+        plan.route,
+        runtime.budgets,
+        lambda: expected_cost(plan, request, typical),
+        time.time(),
+    )
+    if wait is not None:
+        raise _rate_limited(identity, wait)
+    _apply(plan, request, verdict)
+
+
+def expected_cost(plan: Plan, request: Request, typical_output: int | None) -> float:
+    """What the request may cost at most, as far as is known before it runs: its prompt
+    (estimated) plus its max_tokens (else the most the route's answers have written, else
+    _TYPICAL_OUTPUT) at the dearest price among the route's targets."""
+    prompt = request.prompt_tokens or estimate_prompt_tokens(request)
+    output = request.max_tokens or typical_output or _TYPICAL_OUTPUT
+    dearest_input = max(t.price.input for t in plan.targets)
+    dearest_output = max(t.price.output for t in plan.targets)
+    return (prompt * dearest_input + output * dearest_output) / 1_000_000
+
+
+async def pace(pacer: Pacer, plan: Plan, skipped: list[Attempt]) -> Plan:
+    """The plan without the models whose rate-limit headroom (shared by the fleet) has no
+    room for this request now: each such model is reported as skipped, and the request goes
+    to the first model that takes it. When none does, the soonest slot is waited for if it
+    is near (the request is spread over the window), else the plan is left as it was."""
+    if not pacer.paced:
+        return plan  # no model has told of a rate limit (callers check first: no coroutine)
+    for pass_ in range(2):
+        waits: list[tuple[Target, float]] = []
+        for target in plan.targets:
+            wait = await pacer.take(target.name)
+            if wait is None:
+                break
+            waits.append((target, wait))
+        else:
+            soonest = min(wait for _, wait in waits)
+            if pass_ or soonest > _MAX_PACING_WAIT:
+                return plan
+            await asyncio.sleep(soonest)
+            continue
+        if not waits:
+            return plan
+        skipped += [Attempt(t.name, f"rate_limited(paced {w:.1f}s)") for t, w in waits]
+        out = {t.name for t, _ in waits}
+        return dataclasses.replace(
+            plan, targets=tuple(t for t in plan.targets if t.name not in out)
+        )
+    return plan
+
+
+def _check_rights(identity: Identity, plan: Plan, request: Request) -> None:
     Authenticator.authorize(identity, plan.route)  # or AuthError (a 403)
     if request.policy is not None:
         _check_override(request.policy, identity)
-    now = time.time()
-    if identity.key is not None:
-        wait = accounting.limiter.admit(identity.key, now)
-        if wait is not None:
-            raise Refused(
-                429,
-                f"Rate limit of key {identity.key.id} reached (rpm {identity.key.rpm},"
-                f" tpm {identity.key.tpm}); retry in {wait:.0f}s.",
-                code="key_rate_limited",
-                error_type="rate_limit_error",
-                headers={"retry-after": str(max(1, round(wait)))},
-            )
-    verdict = accounting.spend.check(identity.key, plan.route, runtime.budgets, now)
+
+
+def _rate_limited(identity: Identity, wait: float) -> Refused:
+    key = identity.key
+    assert key is not None
+    return Refused(
+        429,
+        f"Rate limit of key {key.id} reached (rpm {key.rpm}, tpm {key.tpm}); retry in {wait:.0f}s.",
+        code="key_rate_limited",
+        error_type="rate_limit_error",
+        headers={"retry-after": str(max(1, round(wait)))},
+    )
+
+
+def _apply(plan: Plan, request: Request, verdict: Verdict) -> None:
     if verdict.blocked is not None:
         raise Refused(
             429,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from turnout.execute import Relay
+from turnout.execute.hedge import HedgeAttempt
 from turnout.model import Attempt, Response
 
 
@@ -27,6 +28,12 @@ def turnout_headers(
         headers["x-turnout-model"] = model
     if attempts:
         headers["x-turnout-fallback"] = ", ".join(f"{a.model}={a.reason}" for a in attempts)
+        hedged = next((a for a in attempts if isinstance(a, HedgeAttempt)), None)
+        if hedged is not None:
+            # `first>hedge; winner=model` (winner=none when neither answered)
+            headers["x-turnout-hedged"] = (
+                f"{hedged.primary}>{hedged.hedge}; winner={model or 'none'}"
+            )
     return headers
 
 
@@ -44,11 +51,13 @@ class Answer:
     ttft_ms: float | None = None  # a stream's: from the request's arrival to its first token
     cost_usd: float | None = None  # a whole answer's (a stream's is known at its end)
     saved_usd: float | None = None  # against the route's baseline, when it has one
+    config: str = ""  # the version of the config that served it (they change on a reload)
     extra_headers: dict[str, str] = field(default_factory=dict)
 
     def headers(self) -> dict[str, str]:
         headers = turnout_headers(self.route, self.model, self.tries, self.attempts, self.stale_age)
         headers["x-turnout-request-id"] = self.request_id
+        headers["x-turnout-config"] = self.config
         if self.cost_usd is not None:
             headers["x-turnout-cost-usd"] = f"{self.cost_usd:.8f}"
         if self.saved_usd is not None:

@@ -57,6 +57,7 @@ class Exchange:
             outcome="error",
         )
         self.runtime = runtime  # read once, here: this request uses no other config
+        runtime.users.enter()  # (a reload closes what only this runtime holds after the last)
         self.client = client
         self.identity: Identity | None = None
         self._t0 = time.perf_counter()
@@ -95,3 +96,4 @@ class Exchange:
         row.latency_ms = (time.perf_counter() - self._t0) * 1000
         identity = self.identity
         self._publish(RequestFinished(row, identity.key if identity else None))
+        self.runtime.users.leave()

@@ -205,6 +205,19 @@ class HealthEngine:
         }
         self.store.publish(f"misconfigured:{scope}", {"reason": reason, "at": now})
 
+    def provider_replaced(self, provider: str) -> None:
+        """A reload changed this provider's section (a new key, say): an unusable mark is
+        forgotten (the new section is judged afresh) and a rejected key is probed at once
+        rather than at its next interval."""
+        scope = f"provider:{provider}"
+        entry = self.misconfigured.get(scope)
+        if entry is None:
+            return
+        if entry.get("local"):
+            del self.misconfigured[scope]
+        else:
+            entry["probe_at"] = time.time()
+
     def _misconfiguration(self, health: ModelHealth) -> dict[str, Any] | None:
         if not self.misconfigured:
             return None  # the usual case, on every request: no strings built

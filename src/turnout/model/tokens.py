@@ -3,7 +3,7 @@ each message's overhead) used wherever an exact count would cost too much: rate-
 checks, cost and latency ordering, a stream whose client hung up, the simulator's usage.
 
 The exact count (tiktoken) belongs to routing's context-window filter, which counts the same
-`prompt_text`.
+texts (`prompt_parts`, one by one).
 """
 
 from __future__ import annotations
@@ -21,6 +21,13 @@ PER_MESSAGE = 4  # role and separators, as OpenAI counts them
 def prompt_text(request: Request) -> str:
     """Everything in the prompt that costs tokens, as one string: message text, tool calls
     and tool definitions. Anything not shaped as expected (a simulator's raw body) is skipped."""
+    return "\n".join(prompt_parts(request))
+
+
+def prompt_parts(request: Request) -> list[str]:
+    """The prompt's texts one by one (each message's text parts, each tool call, the tool
+    definitions): routing counts and caches them apart, because a conversation resends the
+    same earlier messages turn after turn."""
     parts: list[str] = []
     for message in request.messages:
         if not isinstance(message, dict):
@@ -37,7 +44,7 @@ def prompt_text(request: Request) -> str:
                 parts.append(str(function.get("name", "")) + str(function.get("arguments", "")))
     if request.tools:
         parts.append(orjson.dumps(request.tools).decode())
-    return "\n".join(parts)
+    return parts
 
 
 def estimate_prompt_tokens(request: Request) -> int:

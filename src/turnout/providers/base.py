@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from turnout.config.schema import ProviderConfig, Timeouts
 from turnout.config.secrets import Secret, SecretRedactor
-from turnout.model import Delta, Request, Response
+from turnout.model import Delta, ErrorClass, Request, Response, UpstreamError
+from turnout.model.embeddings import EmbeddingRequest, EmbeddingResult
 
 
 @dataclass(slots=True)
@@ -56,3 +57,13 @@ class Provider(ABC):
 
     @abstractmethod
     def stream(self, request: Request, call: Call) -> AsyncIterator[Delta]: ...
+
+    async def embed(self, request: EmbeddingRequest, call: Call) -> EmbeddingResult:
+        """One vector per input. Kinds that serve embeddings say so in their config model
+        (`ProviderConfig.embeddings`) and override this; the config refuses an embeddings
+        model on any other kind, so this default is never reached from a valid config."""
+        raise UpstreamError(
+            ErrorClass.CLIENT_ERROR,
+            f"provider {self.name!r} (kind {self.config.kind}) has no embeddings endpoint",
+            status=400,
+        )

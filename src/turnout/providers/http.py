@@ -12,9 +12,11 @@ import orjson
 
 from turnout.config.schema import ProviderConfig
 from turnout.dialects.base import UpstreamDialect
+from turnout.dialects.openai import embeddings
 from turnout.dialects.openai.upstream import UPSTREAM as OPENAI
 from turnout.dialects.sse import SSEParser
 from turnout.model import Delta, ErrorClass, Request, Response, ToolCallDelta, UpstreamError
+from turnout.model.embeddings import EmbeddingRequest, EmbeddingResult
 from turnout.providers.base import Call, Provider
 
 
@@ -87,11 +89,19 @@ class HTTPProvider(Provider):
             error.args = (error.message,)  # str(error) and tracebacks print args
         return error
 
-    async def _post(self, request: Request, call: Call, stream: bool) -> aiohttp.ClientResponse:
-        assert self._session is not None, "provider not started"
+    def _encoded(self, request: Request, call: Call, stream: bool) -> tuple[str, bytes]:
+        """The upstream's URL and body for this request (not a coroutine: on the hot path
+        every coroutine level costs, so the callers await `_send` themselves)."""
         body = orjson.dumps(self.dialect.encode_request(request, call.upstream_model, stream))
+        return self.dialect.url(self.base_url, call.upstream_model, stream), body
+
+    def _connection_error(self, exc: aiohttp.ClientError) -> UpstreamError:
+        return self._redacted(UpstreamError(ErrorClass.CONNECTION, f"{type(exc).__name__}: {exc}"))
+
+    async def _send(self, url: str, body: bytes, call: Call) -> aiohttp.ClientResponse:
+        """POST `body`; the response once its status is 2xx, else its error, classified."""
+        assert self._session is not None, "provider not started"
         timeout = _connect_timeout(call.timeouts.connect)
-        url = self.dialect.url(self.base_url, call.upstream_model, stream)
         try:
             response = await self._session.post(
                 url, data=body, headers=self._headers, timeout=timeout
@@ -101,9 +111,7 @@ class HTTPProvider(Provider):
                 UpstreamError(ErrorClass.TIMEOUT, f"connect timed out: {exc}", detail="connect")
             ) from None
         except aiohttp.ClientError as exc:
-            raise self._redacted(
-                UpstreamError(ErrorClass.CONNECTION, f"{type(exc).__name__}: {exc}")
-            ) from None
+            raise self._connection_error(exc) from None
         call.status = response.status
         call.headers = response.headers  # read-only view: rate-limit headers are read later
         if response.status >= 400:
@@ -118,19 +126,35 @@ class HTTPProvider(Provider):
         return response
 
     async def complete(self, request: Request, call: Call) -> Response:
-        response = await self._post(request, call, stream=False)
+        response = await self._send(*self._encoded(request, call, False), call)
         try:
             raw = await response.read()
         except aiohttp.ClientError as exc:
-            raise self._redacted(
-                UpstreamError(ErrorClass.CONNECTION, f"{type(exc).__name__}: {exc}")
-            ) from None
+            raise self._connection_error(exc) from None
         finally:
-            response.release()
+            response.release()  # the connection goes back to the pool
         try:
             if call.pass_through is not None and call.pass_through == self._answer_format:
                 return self.dialect.pass_through(raw)  # type: ignore[attr-defined]
             return self.dialect.decode_response(raw)
+        except UpstreamError as exc:
+            raise self._redacted(exc) from None
+
+    async def embed(self, request: EmbeddingRequest, call: Call) -> EmbeddingResult:
+        """`POST {base_url}/embeddings` on kinds whose config says they serve it (the
+        OpenAI-compatible ones); other kinds refuse, as every Provider does."""
+        if not self.config.embeddings:
+            return await super().embed(request, call)
+        body = orjson.dumps(embeddings.encode_request(request, call.upstream_model))
+        response = await self._send(embeddings.url(self.base_url), body, call)
+        try:
+            raw = await response.read()
+        except aiohttp.ClientError as exc:
+            raise self._connection_error(exc) from None
+        finally:
+            response.release()
+        try:
+            return embeddings.decode_response(raw, len(request.inputs))
         except UpstreamError as exc:
             raise self._redacted(exc) from None
 
@@ -142,7 +166,7 @@ class HTTPProvider(Provider):
             for delta in _as_deltas(await self.complete(request, call)):
                 yield delta
             return
-        response = await self._post(request, call, stream=True)
+        response = await self._send(*self._encoded(request, call, True), call)
         parser = SSEParser()
         decoder = self.dialect.stream_decoder()
         try:

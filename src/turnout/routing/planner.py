@@ -15,7 +15,15 @@ from typing import Any
 
 from turnout.accounting.prices import price_of
 from turnout.config.load import ConfigError
-from turnout.config.schema import Config, ModelConfig, Price, RetryConfig, RouteConfig, Timeouts
+from turnout.config.schema import (
+    Config,
+    HedgeConfig,
+    ModelConfig,
+    Price,
+    RetryConfig,
+    RouteConfig,
+    Timeouts,
+)
 from turnout.providers.base import Provider
 from turnout.routing.policies import POLICIES, Policy, Priority, build_policies
 from turnout.routing.sessions import SessionConsistency
@@ -41,6 +49,11 @@ class Plan:
     policies: Mapping[str, Policy] = field(default_factory=dict)
     consistency: SessionConsistency | None = None  # session stickiness, after the policy
     strict_max_tokens: bool = False  # skip targets that cannot write max_tokens (else clamp)
+    candidate: Target | None = None  # the route's rollout candidate (rollouts/ decides its share)
+    hedge: HedgeConfig | None = None  # a second attempt when the first is slow (execute/hedge.py)
+    # a committed stream that breaks: "error" (explicit error event) or "continue" on the next
+    # target (execute/continuation.py)
+    on_stream_break: str = "error"
     # whether any target declares a context window (a prompt may then be too long for it)
     context_windows: bool = field(init=False, default=False)
 
@@ -56,8 +69,14 @@ def _timeouts(base: Timeouts, model: ModelConfig) -> Timeouts:
 
 class Planner:
     def __init__(
-        self, config: Config, providers: dict[str, Provider], seed: int | None = None
+        self,
+        config: Config,
+        providers: dict[str, Provider],
+        seed: int | None = None,
+        previous: Planner | None = None,
     ) -> None:
+        """`previous`: the planner this one replaces (a reload); its routes' session memory
+        is kept where their consistency settings are unchanged."""
         self.plans: dict[str, Plan] = {}
         rng = random.Random(seed)  # the weighted draws of every route
         for name, route in config.routes.items():
@@ -81,10 +100,18 @@ class Planner:
                 ),
                 policy=policies[route.policy],
                 policies=policies,
-                consistency=SessionConsistency(name, route.consistency)
-                if route.consistency
-                else None,
+                consistency=_consistency(name, route, previous),
                 strict_max_tokens=route.max_tokens == "strict",
+                hedge=route.hedge,
+                on_stream_break=route.on_stream_break,
+                candidate=self._target(
+                    route.rollout.candidate,
+                    config.models[route.rollout.candidate],
+                    providers,
+                    route.timeout,
+                )
+                if route.rollout
+                else None,
             )
         for name, model in config.models.items():
             target = self._target(name, model, providers, Timeouts())
@@ -105,6 +132,17 @@ class Planner:
 
     def plan(self, requested: str) -> Plan | None:
         return self.plans.get(requested)
+
+
+def _consistency(
+    name: str, route: RouteConfig, previous: Planner | None
+) -> SessionConsistency | None:
+    if route.consistency is None:
+        return None
+    before = previous.plans.get(name) if previous is not None else None
+    kept = before.consistency if before is not None else None
+    # across a reload, the sessions the route remembers stay on their models
+    return SessionConsistency(name, route.consistency, kept.sessions if kept else None)
 
 
 def _route_policies(name: str, route: RouteConfig, rng: random.Random) -> dict[str, Policy]:

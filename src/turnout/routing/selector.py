@@ -6,18 +6,16 @@ reason; a request no target can serve is the client's problem (400), not an outa
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from dataclasses import dataclass
 
 from turnout.health import HealthEngine
 from turnout.model import Attempt, Request
 from turnout.model.errors import GatewayError
-from turnout.routing.capabilities import Needs, prompt_tokens, prompt_upper_bound
+from turnout.routing.capabilities import Needs
 from turnout.routing.planner import Plan
+from turnout.routing.prompt_size import PromptSize
 from turnout.routing.targets import Target
-
-_COUNT_OFF_LOOP = 256 * 1024  # prompts larger than this (bytes) are counted on a thread
 
 
 class NoCapableTarget(GatewayError):
@@ -106,32 +104,40 @@ class Selector:
         self, plan: Plan, targets: list[Target], request: Request, skipped: list[Attempt]
     ) -> int | None:
         """Skip targets whose context window cannot hold prompt + max_tokens. Returns the
-        prompt's token count when it had to be counted."""
+        prompt's token count when it is known (counted, or every text cached).
+
+        Counts only when the bounds (routing/prompt_size.py) leave a target undecided: a
+        target is kept uncounted when even the upper bound fits with the whole max_tokens
+        (so its output limit needs no clamping), skipped uncounted when even the lower bound
+        does not fit."""
         windows = [t.model.context_window for t in targets if t.model.context_window]
         if not windows:
             return None
         output = request.max_tokens or 0
-        bound = prompt_upper_bound(request)
-        if bound + output <= min(windows):
-            return None  # fits everywhere, proven without counting
-        if bound > _COUNT_OFF_LOOP:
-            tokens = await asyncio.to_thread(prompt_tokens, request)
-        else:
-            tokens = prompt_tokens(request)
-        request.prompt_tokens = tokens  # a target's output limit is clamped to what is left
+        size = PromptSize.of(request)
+        if size.upper + output <= min(windows):
+            return None  # fits everywhere, proven without counting (the usual request)
         # a route that clamps max_tokens skips only the windows the prompt alone fills
         room = output if plan.strict_max_tokens else 1
+        size.refine()
+        if any(
+            size.upper + output > window >= size.lower + room for window in windows
+        ):  # some target undecided by the bounds: count (cached texts are not recounted)
+            await size.count()
+        if size.exact is not None:
+            request.prompt_tokens = size.exact  # a target's output limit is clamped to it
         for target in targets:
             window = target.model.context_window
-            if window and tokens + room > window:
+            if window and size.lower + room > window:
+                tokens = size.exact if size.exact is not None else f"at least {size.lower}"
                 skipped.append(Attempt(target.name, f"context_length({tokens}+{output}>{window})"))
-        return tokens
+        return size.exact
 
     @staticmethod
     def _check_output(targets: list[Target], asked: int, skipped: list[Attempt]) -> None:
         """A strict route: targets that cannot write `asked` tokens are skipped."""
         for target in targets:
-            limit = target.model.max_output_tokens
+            limit = target.max_output
             if limit is not None and asked > limit:
                 skipped.append(Attempt(target.name, f"max_tokens({asked}>{limit})"))
 

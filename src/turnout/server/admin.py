@@ -15,8 +15,12 @@ from aiohttp.typedefs import Handler
 
 from turnout.accounting.auth import AuthError, Identity
 from turnout.accounting.budgets import period_start
+from turnout.cache import CacheUnavailable
+from turnout.config.fields import is_loopback
 from turnout.dialects.openai.ingress import encode_error
 from turnout.gateway import Gateway
+from turnout.rollouts import RolloutError
+from turnout.server.reload import WorkerBoard, describe, reload_everywhere
 
 _JSON = "application/json"
 
@@ -25,15 +29,20 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(data), content_type=_JSON)
 
 
+def _loopback(address: str | None) -> bool:
+    return address is not None and is_loopback(address)
+
+
 def error(status: int, message: str, error_type: str | None = None, code: str | None = None):
     body = encode_error(status, message, error_type=error_type, code=code)
     return web.Response(status=status, body=body, content_type=_JSON)
 
 
 class AdminEndpoints:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, board: WorkerBoard | None = None) -> None:
         self.gateway = gateway
         self.worker = {"status": "ok", "pid": os.getpid()}  # which worker, with --workers
+        self.board = board  # with --workers: every worker's config version
 
     async def _caller(self, http: web.Request, admin: bool) -> Identity | web.Response:
         rules = self.gateway.runtime.auth
@@ -56,6 +65,8 @@ class AdminEndpoints:
                 **self.worker,
                 "ledger": gateway.accounting.ledger_stats(),
                 "events": gateway.bus.stats(),
+                "sinks": gateway.sinks.stats(),  # per sink: delivered, failed, dropped, ...
+                "cache": gateway.cache.stats(),  # hits, misses, stored, entries or Redis errors
             }
         )
 
@@ -63,7 +74,33 @@ class AdminEndpoints:
         caller = await self._caller(http, admin=True)
         if isinstance(caller, web.Response):
             return caller
-        return json_response(self.gateway.route_health())
+        health = self.gateway.route_health()
+        if self.board is not None:
+            health["config"]["workers"] = self.board.read()
+        return json_response(health)
+
+    async def reload(self, http: web.Request) -> web.Response:
+        """POST /admin/reload: read the config again and install it (every worker, with
+        --workers). A config that does not load is a 422 naming the file and key path; the
+        old config keeps serving."""
+        caller = await self._caller(http, admin=True)
+        if isinstance(caller, web.Response):
+            return caller
+        if not self.gateway.runtime.auth.required and not _loopback(http.remote):
+            return error(
+                403, "Reloading without auth is allowed from this host only.", "permission_error"
+            )
+        event = await reload_everywhere(self.gateway)
+        if not event.ok:
+            refused = error(
+                422,
+                f"config not reloaded: {event.error}",
+                "invalid_request_error",
+                "config_invalid",
+            )
+            refused.headers["x-turnout-config-version"] = event.version
+            return refused
+        return json_response(describe(event))
 
     async def models(self, http: web.Request) -> web.Response:
         caller = await self._caller(http, admin=False)
@@ -166,8 +203,58 @@ class AdminEndpoints:
             return caller
         return json_response(list(self.gateway.accounting.alerts.events))
 
+    async def rollouts(self, http: web.Request) -> web.Response:
+        """GET /admin/rollouts: every route's rollout, its stage, windows and history."""
+        caller = await self._caller(http, admin=True)
+        if isinstance(caller, web.Response):
+            return caller
+        return json_response(self.gateway.rollouts.status())
+
+    async def rollout_control(self, http: web.Request) -> web.Response:
+        """POST /admin/rollouts/{route}/{start|promote|rollback|abort}."""
+        caller = await self._caller(http, admin=True)
+        if isinstance(caller, web.Response):
+            return caller
+        route, _, action = http.path.removeprefix("/admin/rollouts/").rpartition("/")
+        try:
+            return json_response(self.gateway.rollouts.control(route, action))
+        except RolloutError as exc:
+            status = 404 if "has no rollout" in str(exc) else 409
+            return error(status, str(exc), "invalid_request_error", "rollout_not_applicable")
+
+    async def cache_clear(self, http: web.Request) -> web.Response:
+        """POST /admin/cache/{route}/clear: forget the route's cached answers (every key's;
+        with Redis, every gateway's). Without auth, from this host only, as a reload."""
+        caller = await self._caller(http, admin=True)
+        if isinstance(caller, web.Response):
+            return caller
+        if not self.gateway.runtime.auth.required and not _loopback(http.remote):
+            return error(
+                403,
+                "Clearing the cache without auth is allowed from this host only.",
+                "permission_error",
+            )
+        route, _, action = http.path.removeprefix("/admin/cache/").rpartition("/")
+        if action != "clear" or route not in self.gateway.config.routes:
+            message = f"No route {route[:100]!r}: POST /admin/cache/{{route}}/clear"
+            return error(404, message, "invalid_request_error", "route_not_found")
+        try:
+            cleared = await self.gateway.cache.clear(route)
+        except CacheUnavailable as exc:
+            message = f"The cache could not be cleared ({exc}); try again"
+            return error(503, message, "service_unavailable", "cache_unavailable")
+        return json_response({"route": route, "cleared": cleared})
+
+    def post_routes(self) -> list[tuple[str, Handler]]:
+        """(path, handler) of the admin endpoints that change something: POSTs."""
+        return [
+            ("/admin/reload", self.reload),
+            ("/admin/rollouts/*", self.rollout_control),
+            ("/admin/cache/*", self.cache_clear),
+        ]
+
     def routes(self) -> list[tuple[str, Handler]]:
-        """(path, handler) of every admin endpoint; all are GETs."""
+        """(path, handler) of every admin endpoint that only reads: GETs."""
         return [
             ("/health", self.health),
             ("/health/providers", self.health_providers),
@@ -176,4 +263,5 @@ class AdminEndpoints:
             ("/v1/usage", self.usage),
             ("/admin/keys", self.keys),
             ("/admin/events", self.events),
+            ("/admin/rollouts", self.rollouts),
         ]

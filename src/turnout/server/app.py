@@ -16,15 +16,22 @@ from typing import Self
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from turnout.dashboard import DashboardEndpoints
 from turnout.dialects.anthropic.ingress import INGRESS as ANTHROPIC
 from turnout.dialects.openai.ingress import INGRESS as OPENAI
+from turnout.dialects.responses.ingress import INGRESS as RESPONSES
+from turnout.events import ConfigReloaded
 from turnout.gateway import CLIENT_CLOSED, Gateway
+from turnout.metrics import MetricsEndpoint
 from turnout.server.admin import AdminEndpoints
 from turnout.server.chat import ChatHandler
 from turnout.server.connections import ConnectionGuard, GuardedServer
 from turnout.server.count_tokens import CountTokens
 from turnout.server.drain import InFlight
+from turnout.server.embeddings import EmbeddingsHandler
 from turnout.server.errors import error_response
+from turnout.server.reload import WorkerBoard
+from turnout.traces import attach_traces
 
 log = logging.getLogger("turnout.server")
 
@@ -113,12 +120,23 @@ def _closing_if_body_unread(response: web.StreamResponse) -> web.StreamResponse:
     return response
 
 
-def make_dispatcher(gateway: Gateway, inflight: InFlight) -> Dispatcher:
+def make_dispatcher(
+    gateway: Gateway, inflight: InFlight, board: WorkerBoard | None = None
+) -> Dispatcher:
     dispatcher = Dispatcher()
     dispatcher.add("POST", "/v1/chat/completions", ChatHandler(gateway, OPENAI, inflight))
     dispatcher.add("POST", "/v1/messages", ChatHandler(gateway, ANTHROPIC, inflight))
+    dispatcher.add("POST", "/v1/responses", ChatHandler(gateway, RESPONSES, inflight))
     dispatcher.add("POST", "/v1/messages/count_tokens", CountTokens(gateway))
-    for path, handler in AdminEndpoints(gateway).routes():
+    dispatcher.add("POST", "/v1/embeddings", EmbeddingsHandler(gateway, inflight))
+    dispatcher.add("GET", "/metrics", MetricsEndpoint(gateway))  # Prometheus
+    attach_traces(gateway)  # OpenTelemetry spans, when `traces:` turns them on
+    admin = AdminEndpoints(gateway, board)
+    for path, handler in admin.routes():
+        dispatcher.add("GET", path, handler)
+    for path, handler in admin.post_routes():
+        dispatcher.add("POST", path, handler)
+    for path, handler in DashboardEndpoints(gateway).routes():  # GET /dashboard
         dispatcher.add("GET", path, handler)
     return dispatcher
 
@@ -150,6 +168,8 @@ class GatewayServer:
         self.reuse_port = reuse_port
         self._runner: web.ServerRunner | None = None
         self.inflight = InFlight()  # the chat requests being served, for a graceful close
+        self.board = WorkerBoard.from_env()  # with --workers: which config each worker runs
+        self._dispatcher: Dispatcher | None = None
 
     @property
     def port(self) -> int:
@@ -158,6 +178,14 @@ class GatewayServer:
         return self._runner.addresses[0][1]
 
     async def start(self) -> None:
+        # the endpoints first: their bus subscribers (metrics, dashboard) then hear every
+        # event the gateway publishes as it starts
+        self._dispatcher = make_dispatcher(self.gateway, self.inflight, self.board)
+        if self.board is not None:
+            self._post_version()
+            self.gateway.bus.subscribe(
+                lambda _: self._post_version(), kinds=(ConfigReloaded,), name="worker-board"
+            )
         await self.gateway.start()
         try:
             await self._listen()
@@ -166,9 +194,10 @@ class GatewayServer:
             raise
 
     async def _listen(self) -> None:
+        assert self._dispatcher is not None
         limits = self.gateway.config.server
         server = GuardedServer(
-            make_dispatcher(self.gateway, self.inflight),
+            self._dispatcher,
             guard=ConnectionGuard(limits.header_timeout, limits.max_connections_per_client),
             request_factory=_request_factory(asyncio.get_running_loop()),
             access_log=None,
@@ -196,6 +225,12 @@ class GatewayServer:
                 await self._runner.cleanup()
         finally:
             await self.gateway.close()  # last: drains every ledger row still queued
+            if self.board is not None:
+                self.board.remove()
+
+    def _post_version(self) -> None:
+        assert self.board is not None
+        self.board.post(self.gateway.runtime.version, self.gateway.loaded_at)
 
     async def _drain(self) -> None:
         assert self._runner is not None

@@ -76,7 +76,8 @@ class ChatHandler:
             await self.gateway.identify(exchange, http.headers, http.remote)
             raw = await read_body(http, exchange.runtime.config.server.body_timeout)
             request = self._decode(raw, http)
-            answer = await self.gateway.handle(request, exchange)
+            # the client's cache-control (no-cache, no-store) for routes with a response cache
+            answer = await self.gateway.handle(request, exchange, http.headers.get("cache-control"))
         except GatewayError as refused:
             return render_error(exchange.refuse(refused), self.ingress)
         except asyncio.CancelledError:

@@ -18,7 +18,7 @@ from turnout.gateway import Gateway
 from turnout.gateway.admission import plan_for
 from turnout.model import Request
 from turnout.model.errors import GatewayError
-from turnout.routing.capabilities import prompt_tokens
+from turnout.routing.capabilities import count_prompt
 from turnout.server.body import read_body
 from turnout.server.errors import render_error
 
@@ -45,7 +45,8 @@ class CountTokens:
             "x-turnout-model": target.name,
             "x-turnout-token-count": "exact (cl100k_base)" if exact else "estimate (cl100k_base)",
         }
-        body = orjson.dumps({"input_tokens": prompt_tokens(request)})
+        # a long prompt is counted off the event loop, and earlier messages come from the cache
+        body = orjson.dumps({"input_tokens": await count_prompt(request)})
         return web.Response(body=body, content_type="application/json", headers=headers)
 
 

@@ -1,6 +1,6 @@
-"""The simulator's HTTP app: OpenAI's `POST /v1/chat/completions` and `GET /v1/models`, and
-Anthropic's `POST /v1/messages` (anthropic.py), answering per model as its SimBehaviour
-says, plus the /sim admin routes."""
+"""The simulator's HTTP app: OpenAI's `POST /v1/chat/completions`, `POST /v1/embeddings`
+(embeddings.py) and `GET /v1/models`, and Anthropic's `POST /v1/messages` (anthropic.py),
+answering per model as its SimBehaviour says, plus the /sim admin routes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import orjson
 from aiohttp import web
 
-from turnout.sim import admin, anthropic, wire
+from turnout.sim import admin, anthropic, embeddings, wire
 from turnout.sim.answer import Answer, plan_answer, wants_json
 from turnout.sim.behaviour import Fault
 from turnout.sim.pacing import (
@@ -82,6 +82,9 @@ async def _chat_completions(request: web.Request, state: SimState) -> web.Stream
     if outage is not None:
         model.faults["outage"] += 1
         return _fail(model, outage)
+    if not model.take_window(time.time()):
+        model.faults["rate_limit_window"] += 1
+        return _fail(model, 429, "Rate limit reached for requests.")
     draw = model.draw(wants_json(body))
     if draw.fault is Fault.RATE_LIMIT or draw.fault is Fault.ERROR:
         model.faults[draw.fault.value] += 1
@@ -178,6 +181,7 @@ def make_sim_app(behaviours: dict[str, SimBehaviour], seed: int = 0) -> web.Appl
     app[STATE] = SimState(behaviours, seed)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/messages", anthropic.messages)
+    app.router.add_post("/v1/embeddings", embeddings.embeddings)
     app.router.add_get("/v1/models", list_models)
     admin.add_routes(app)
     app.on_startup.append(_on_startup)

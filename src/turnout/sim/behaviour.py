@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from turnout.config.fields import Strict
 from turnout.config.load import ConfigError, read_yaml
-from turnout.config.schema import Strict
 from turnout.sim.schema import SimBehaviour
 
 __all__ = [

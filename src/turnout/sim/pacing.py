@@ -87,17 +87,23 @@ async def send_stream(
     headers: dict[str, str],
 ) -> web.StreamResponse:
     """A 200 event stream: each chunk when its token slot is due (`ttft`, then the model's
-    tokens per second); with `cut` >= 0 the connection drops before that chunk."""
+    tokens per second); with `cut` >= 0 the connection drops before that chunk. A model with
+    `stall_after` pauses `stall_for` seconds after that many content chunks."""
     response = web.StreamResponse(status=200, headers=headers)
     model.statuses["200"] += 1
     await response.prepare(request)
     loop = asyncio.get_running_loop()
     start = loop.time() + ttft
     interval = 1.0 / model.behaviour.tokens_per_second
+    stall_after = model.behaviour.stall_after
+    stall_at = -1 if stall_after is None else 1 + stall_after  # (chunk 0 opens the stream)
     pending: list[bytes] = []
     for index, (slot, chunk) in enumerate(chunks):
         if index == cut:
             break
+        if index == stall_at:
+            model.faults["stall"] += 1
+            start += model.behaviour.stall_for  # every later chunk is that much later
         delay = start + slot * interval - loop.time()
         if delay > _COALESCE:
             if pending:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, TypeAdapter
 
-from turnout.config.schema import Duration, Probability, Strict
+from turnout.config.fields import Duration, Probability, Strict
 
 __all__ = ["SimBehaviour", "SimOutage", "sim_models"]
 
@@ -27,6 +27,11 @@ class SimBehaviour(Strict):
 
     ttft: Duration | Literal[0] = 0.0  # mean seconds to the first token
     ttft_jitter: float = Field(0.0, ge=0)  # +/- fraction of ttft, uniform
+    # lognormal: `ttft` is the median, `ttft_sigma` the shape (sim/ttft.py)
+    ttft_distribution: Literal["uniform", "lognormal"] = "uniform"
+    ttft_sigma: float = Field(0.5, gt=0)
+    slow_rate: Probability = 0.0  # this share of requests wait slow_factor times longer
+    slow_factor: float = Field(10.0, ge=1)
     tokens_per_second: float = Field(200.0, gt=0)
     reply: str = "Hello from the simulator."
     error_rate: dict[int, Probability] = Field(default_factory=dict)  # status -> probability
@@ -34,11 +39,18 @@ class SimBehaviour(Strict):
     retry_after: float | None = None  # seconds, sent with 429s
     ratelimit_remaining: int | None = None  # x-ratelimit-remaining-requests to report
     ratelimit_reset: Duration = 1.0  # x-ratelimit-reset-requests to report with it
+    # enforced: this many requests per `ratelimit_reset` window (fixed windows of the wall
+    # clock); the headers then report what is really left, and a request over it is a 429
+    ratelimit_limit: int | None = Field(None, ge=1)
     hang_rate: Probability = 0.0  # never answer
     disconnect_rate: Probability = 0.0  # drop the stream mid-way
     disconnect_after: int = Field(0, ge=0)  # chunks sent before a disconnect
     # streams only: after this many content chunks, an in-band error event ends the stream
     stream_error_after: int | None = Field(None, ge=0)
+    # streams only: after this many content chunks the stream pauses for `stall_for` seconds
+    # (then goes on as if nothing happened): a stalled upstream
+    stall_after: int | None = Field(None, ge=0)
+    stall_for: Duration | Literal[0] = 0.0
     malformed_rate: Probability = 0.0  # answer JSON mode with broken JSON
     # a model that copes with small JSON objects only: beyond this many fields it drops the rest
     json_fields_limit: int | None = Field(None, ge=0)

@@ -15,6 +15,7 @@ from turnout.sim import wire
 from turnout.sim.behaviour import Fault, FaultTable, fault_table, model_rng
 from turnout.sim.content import split_reply
 from turnout.sim.schema import SimBehaviour
+from turnout.sim.ttft import draw_ttft, heavy_tailed
 
 
 @dataclass(slots=True)
@@ -30,6 +31,7 @@ class ModelState:
     behaviour: SimBehaviour
     seed: int
     rng: random.Random = field(init=False)
+    ttft_rng: random.Random = field(init=False)  # heavy-tailed TTFT's own draws (sim/ttft.py)
     # derived from the behaviour once, not per request
     table: FaultTable = field(init=False)
     tokens: list[str] = field(init=False)
@@ -37,9 +39,11 @@ class ModelState:
     requests: int = field(default=0, init=False)
     statuses: Counter[str] = field(default_factory=Counter, init=False)
     faults: Counter[str] = field(default_factory=Counter, init=False)
+    window: tuple[float, int] = field(default=(0.0, 0), init=False)  # (start, requests in it)
 
     def __post_init__(self) -> None:
         self.rng = model_rng(self.seed, self.name)
+        self.ttft_rng = model_rng(self.seed, self.name + "/ttft")
         self.configure(self.behaviour)
 
     def configure(self, behaviour: SimBehaviour) -> None:
@@ -55,9 +59,28 @@ class ModelState:
                 "x-ratelimit-reset-requests": wire.duration_text(behaviour.ratelimit_reset),
             }
 
+    def take_window(self, now: float) -> bool:
+        """An enforced rate limit (`ratelimit_limit`): whether this request fits in the
+        current window; the headers sent with answers then say what is left of it."""
+        limit, span = self.behaviour.ratelimit_limit, self.behaviour.ratelimit_reset
+        if limit is None:
+            return True
+        start = now - now % span
+        used = self.window[1] if self.window[0] == start else 0
+        fits = used < limit
+        used += fits
+        self.window = (start, used)
+        self.headers = {
+            "x-ratelimit-limit-requests": str(limit),
+            "x-ratelimit-remaining-requests": str(limit - used),
+            "x-ratelimit-reset-requests": wire.duration_text(start + span - now),
+        }
+        return fits
+
     def reset(self, seed: int) -> None:
         self.seed = seed
         self.rng = model_rng(seed, self.name)
+        self.ttft_rng = model_rng(seed, self.name + "/ttft")
         self.requests = 0
         self.statuses.clear()
         self.faults.clear()
@@ -68,6 +91,8 @@ class ModelState:
         jitter = self.rng.uniform(-1.0, 1.0)
         behaviour = self.behaviour
         ttft = max(0.0, behaviour.ttft * (1.0 + behaviour.ttft_jitter * jitter))
+        if heavy_tailed(behaviour):
+            ttft = draw_ttft(behaviour, ttft, self.ttft_rng)
         for threshold, fault, status in self.table:
             if roll < threshold:
                 if fault is Fault.MALFORMED and not wants_json:
@@ -77,6 +102,8 @@ class ModelState:
 
     def rate_limit_headers(self) -> dict[str, str]:
         retry_after = self.behaviour.retry_after
+        if self.behaviour.ratelimit_limit is not None:  # the window's own reset
+            return {**self.headers, "x-ratelimit-remaining-requests": "0"}
         headers = {
             **self.headers,
             "x-ratelimit-remaining-requests": "0",

@@ -17,6 +17,20 @@ _DROP_UNUSED_INDEXES: Migration = (
     "DROP INDEX IF EXISTS ledger_route",
 )
 
+# 3: the output guard's verdict on a JSON answer (ok | invalid_json | schema_mismatch)
+_SQLITE_OUTPUT_CHECK: Migration = ("ALTER TABLE ledger ADD COLUMN output_check TEXT",)
+_POSTGRES_OUTPUT_CHECK: Migration = ("ALTER TABLE ledger ADD COLUMN output_check text",)
+
+# 4: the response cache: hit | miss | bypass, and what a hit saved (apart from routing's)
+_SQLITE_CACHE: Migration = (
+    "ALTER TABLE ledger ADD COLUMN cache TEXT",
+    "ALTER TABLE ledger ADD COLUMN cache_saved_usd REAL NOT NULL DEFAULT 0",
+)
+_POSTGRES_CACHE: Migration = (
+    "ALTER TABLE ledger ADD COLUMN cache text",
+    "ALTER TABLE ledger ADD COLUMN cache_saved_usd double precision NOT NULL DEFAULT 0",
+)
+
 SQLITE: list[Migration] = [
     (  # 1: the ledger and the gateway keys
         """CREATE TABLE ledger (
@@ -63,6 +77,8 @@ SQLITE: list[Migration] = [
         )""",
     ),
     _DROP_UNUSED_INDEXES,
+    _SQLITE_OUTPUT_CHECK,
+    _SQLITE_CACHE,
 ]
 
 POSTGRES: list[Migration] = [
@@ -111,6 +127,8 @@ POSTGRES: list[Migration] = [
         )""",
     ),
     _DROP_UNUSED_INDEXES,
+    _POSTGRES_OUTPUT_CHECK,
+    _POSTGRES_CACHE,
 ]
 
 # Created before any migration, outside the numbered list: it records the list's progress.

@@ -40,6 +40,7 @@ _ARRAY_TYPES = {
     "baseline_cost_usd": "float8",
     "ttft_ms": "float8",
     "latency_ms": "float8",
+    "cache_saved_usd": "float8",
 }  # every other column: text (attempts too, cast to jsonb in the SELECT)
 
 _INSERT = (
@@ -59,7 +60,7 @@ _INSERT_KEY = (
 _FACTS = (
     "SELECT route, model, key_id, outcome, jsonb_array_length(attempts) > 0, cost_usd, "
     "baseline_cost_usd, provider_cost_usd, prompt_tokens, cached_tokens, completion_tokens, "
-    "ttft_ms, latency_ms FROM ledger WHERE started_at >= $1"
+    "ttft_ms, latency_ms, cache, cache_saved_usd FROM ledger WHERE started_at >= $1"
 )
 _ROW_ERRORS = (
     asyncpg.exceptions.DataError,  # class 22 from the server, or a value asyncpg cannot encode

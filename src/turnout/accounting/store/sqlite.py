@@ -44,7 +44,7 @@ _T = TypeVar("_T")
 _BUSY_TIMEOUT = 30.0  # seconds to wait for another connection's write lock
 # Rows go in ROWS_PER_INSERT at a time, one multi-row INSERT each: a tenth of the statement
 # runs, and of the times sqlite3 hands the GIL back and forth with the serving thread
-ROWS_PER_INSERT = 50  # x 22 columns, well under SQLite's 32,766 parameters
+ROWS_PER_INSERT = 50  # x 23 columns, well under SQLite's 32,766 parameters
 
 
 @functools.cache
@@ -63,7 +63,7 @@ _INSERT_KEY = (
 _FACTS = (
     "SELECT route, model, key_id, outcome, json_array_length(attempts) > 0, cost_usd, "
     "baseline_cost_usd, provider_cost_usd, prompt_tokens, cached_tokens, completion_tokens, "
-    "ttft_ms, latency_ms FROM ledger WHERE started_at >= ?"
+    "ttft_ms, latency_ms, cache, cache_saved_usd FROM ledger WHERE started_at >= ?"
 )
 _ROW_ERRORS = (
     sqlite3.InterfaceError,  # a value of a type sqlite3 cannot bind

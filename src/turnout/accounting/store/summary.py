@@ -24,6 +24,11 @@ Definitions, per group and for the totals:
 - ttft_p50_ms / ttft_p95_ms: over rows with a ttft_ms (streams that got a first token).
 - latency_p50_ms / latency_p95_ms: over every row (what every client waited, errors too).
   Percentiles are None for an empty set.
+- cache_hits, cache_misses, cache_bypassed: rows of routes with a response cache, by their
+  `cache` verdict; cache_hit_rate: hits / (hits + misses), None when the cache was never
+  asked (bypassed requests chose not to ask it). cache_saved_usd: the sum of what the hits'
+  answers cost when they were made, apart from savings_usd (routing's, against a baseline:
+  a hit's cost and baseline are both 0, so it adds nothing there).
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ FACT_COLUMNS = (
     "completion_tokens",
     "ttft_ms",
     "latency_ms",
+    "cache",
+    "cache_saved_usd",
 )
 
 DIMENSIONS = {"routes": "route", "models": "model", "keys": "key_id"}
@@ -72,6 +79,11 @@ FIGURES = (
     "ttft_p95_ms",
     "latency_p50_ms",
     "latency_p95_ms",
+    "cache_hits",
+    "cache_misses",
+    "cache_bypassed",
+    "cache_hit_rate",
+    "cache_saved_usd",
 )
 
 _ERROR_OUTCOMES = frozenset({"error", "stream_failed"})
@@ -92,13 +104,17 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 class _Group:
     __slots__ = (
         "baselines",
+        "bypassed",
+        "cache_saved",
         "cached",
         "client_closed",
         "completion",
         "costs",
         "errors",
         "fallbacks",
+        "hits",
         "latencies",
+        "misses",
         "ok",
         "prompt",
         "provider_costs",
@@ -115,6 +131,8 @@ class _Group:
         self.provider_costs: list[float] = []
         self.ttfts: list[float] = []
         self.latencies: list[float] = []
+        self.hits = self.misses = self.bypassed = 0
+        self.cache_saved: list[float] = []
 
     def add(self, fact: dict[str, Any]) -> None:
         self.requests += 1
@@ -138,6 +156,14 @@ class _Group:
         if fact["ttft_ms"] is not None:
             self.ttfts.append(fact["ttft_ms"])
         self.latencies.append(fact["latency_ms"])
+        cache = fact["cache"]
+        if cache == "hit":
+            self.hits += 1
+            self.cache_saved.append(fact["cache_saved_usd"] or 0.0)
+        elif cache == "miss":
+            self.misses += 1
+        elif cache == "bypass":
+            self.bypassed += 1
 
     def figures(self) -> dict[str, Any]:
         spend = math.fsum(self.costs)
@@ -163,6 +189,13 @@ class _Group:
             "ttft_p95_ms": percentile(self.ttfts, 0.95),
             "latency_p50_ms": percentile(self.latencies, 0.5),
             "latency_p95_ms": percentile(self.latencies, 0.95),
+            "cache_hits": self.hits,
+            "cache_misses": self.misses,
+            "cache_bypassed": self.bypassed,
+            "cache_hit_rate": (
+                self.hits / (self.hits + self.misses) if self.hits + self.misses else None
+            ),
+            "cache_saved_usd": math.fsum(self.cache_saved),
         }
 
 

@@ -13,6 +13,7 @@ JSON output, for a request with an OpenAI `response_format`:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -449,6 +450,17 @@ class AnthropicUpstream:
     """api.anthropic.com, or anything else that speaks the Messages API."""
 
     default_base_url = DEFAULT_BASE_URL
+    # a last assistant turn is continued, not answered: a broken stream's partial answer is
+    # sent as one (execute/continuation.py)
+    prefills_natively = True
+
+    @staticmethod
+    def prefilled(request: Request, text: str) -> Request:
+        """`request` with `text` as the start of the answer, to be continued."""
+        # the Messages API refuses a final assistant turn that ends in whitespace; what is
+        # cut off here the continuing model writes again, and the relay trims the overlap
+        messages = [*request.messages, {"role": "assistant", "content": text.rstrip()}]
+        return dataclasses.replace(request, messages=messages)
 
     def __init__(
         self,

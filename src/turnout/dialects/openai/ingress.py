@@ -10,6 +10,7 @@ import orjson
 
 from turnout.dialects.errors import InvalidRequest, json_object
 from turnout.dialects.openai import shape, upstream
+from turnout.dialects.openai_errors import encode_error
 from turnout.dialects.sse import frame
 from turnout.model import Delta, Request, Response, Usage
 
@@ -221,32 +222,6 @@ def encode_chunk(delta: Delta, chunk_id: str, created: int, model: str) -> bytes
         out["tool_calls"] = calls
     choice = {"index": 0, "delta": out, "logprobs": None, "finish_reason": delta.finish_reason}
     return orjson.dumps({**head, "choices": [choice]})
-
-
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    408: "timeout_error",
-    429: "rate_limit_error",
-    503: "service_unavailable",
-}
-
-
-def encode_error(
-    status: int,
-    message: str,
-    *,
-    error_type: str | None = None,
-    code: str | None = None,
-    param: str | None = None,
-) -> bytes:
-    """OpenAI's error body: {"error": {"message", "type", "param", "code"}}."""
-    kind = error_type or _ERROR_TYPES.get(
-        status, "api_error" if status >= 500 else "invalid_request_error"
-    )
-    return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
 
 
 _DONE = b"data: [DONE]\n\n"

@@ -3,6 +3,7 @@ we read its answers, stream chunks and errors."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -408,6 +409,15 @@ class OpenAIUpstream:
     # the client wire format (an IngressDialect's name) this upstream's answers already are:
     # HTTPProvider hands them to such a client through `pass_through` (Call.pass_through)
     answer_format = "openai"
+
+    @staticmethod
+    def prefilled(request: Request, text: str) -> Request:
+        """`request` with `text` as the start of the answer, to be continued: the extension
+        of vLLM and SGLang (and Hugging Face chat templates), for models whose config says
+        `supports: [prefill]` (OpenAI itself refuses these fields)."""
+        messages = [*request.messages, {"role": "assistant", "content": text}]
+        extra = {**request.extra, "continue_final_message": True, "add_generation_prompt": False}
+        return dataclasses.replace(request, messages=messages, extra=extra)
 
     @staticmethod
     def url(base_url: str, upstream_model: str, stream: bool) -> str:

@@ -25,10 +25,11 @@ _RECONNECT = 1.0  # seconds between attempts while Redis is away
 
 
 class RedisStore(StateStore):
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, name: str = "health") -> None:
         self.url = url
-        self.hash_key = f"{prefix}:health"
-        self.channel = f"{prefix}:health:changes"
+        self.name = name
+        self.hash_key = f"{prefix}:{name}"
+        self.channel = f"{prefix}:{name}:changes"
         self.origin = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._redis: aioredis.Redis | None = None
         self._pending: dict[str, bytes] = {}
@@ -62,16 +63,16 @@ class RedisStore(StateStore):
         for key, raw in documents.items():
             self._apply(key.decode() if isinstance(key, bytes) else key, orjson.loads(raw))
         if not self._connected:
-            log.info("health state shared through Redis at %s", _safe_url(self.url))
+            log.info("%s state shared through Redis at %s", self.name, _safe_url(self.url))
         self._connected = True
 
     def _degraded(self, exc: BaseException) -> None:
         if self._connected or not self._warned:
             log.warning(
-                "Redis at %s unavailable (%s): health state is local to this process until it"
-                " is back",
+                "Redis at %s unavailable (%s): %s state is local to this process until it is back",
                 _safe_url(self.url),
                 type(exc).__name__,
+                self.name,
             )
             self._warned = True
         self._connected = False
@@ -126,7 +127,7 @@ class RedisStore(StateStore):
             except (RedisError, OSError) as exc:
                 self._degraded(exc)
             except Exception:
-                log.exception("unexpected error following shared health state")
+                log.exception("unexpected error following shared %s state", self.name)
             await asyncio.sleep(_RECONNECT)
 
     async def close(self) -> None:

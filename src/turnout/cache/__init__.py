@@ -1,0 +1,20 @@
+"""The response cache: answers to identical requests served again, per route, shared through
+the state backend, accounted (docs: README "Response cache")."""
+
+from turnout.cache.backends import CacheUnavailable
+from turnout.cache.control import Directives, directives
+from turnout.cache.entry import Entry
+from turnout.cache.service import BYPASS, HIT, MISS, Lookup, ResponseCache, Rule
+
+__all__ = [
+    "BYPASS",
+    "HIT",
+    "MISS",
+    "CacheUnavailable",
+    "Directives",
+    "Entry",
+    "Lookup",
+    "ResponseCache",
+    "Rule",
+    "directives",
+]
