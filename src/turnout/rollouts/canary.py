@@ -113,14 +113,20 @@ class Rollouts:
         assert self.shared is not None
         for route, state in self._live.items():
             if state.candidate_window.requests or state.primary_window.requests:
-                self.shared.publish(
-                    f"window:{route}:{self.origin}",
-                    {
-                        "epoch": state.epoch,
-                        "candidate": state.candidate_window.to_json(_SHARED_SAMPLES),
-                        "primary": state.primary_window.to_json(_SHARED_SAMPLES),
-                    },
-                )
+                self._post(route, state)
+
+    def _post(self, route: str, state: RolloutState) -> None:
+        """This process's windows of the route, for the fleet (the store writes the newest
+        document per key in the background: posting often costs a dict assignment)."""
+        assert self.shared is not None
+        self.shared.publish(
+            f"window:{route}:{self.origin}",
+            {
+                "epoch": state.epoch,
+                "candidate": state.candidate_window.to_json(_SHARED_SAMPLES),
+                "primary": state.primary_window.to_json(_SHARED_SAMPLES),
+            },
+        )
 
     def _share_state(self, state: RolloutState) -> None:
         # (before joining, a move made from this process's file could be older than the
@@ -273,6 +279,10 @@ class Rollouts:
             return
         if outcome.model == state.candidate:
             state.candidate_window.add(outcome)
+            if not outcome.ok and self._joined:
+                # a failure is what rolls back: the fleet hears of it now, not at the next
+                # second's post, so that every process judges on all of them
+                self._post(outcome.route, state)
         elif outcome.model == self._primaries.get(outcome.route):
             state.primary_window.add(outcome)
             state.dirty = True
