@@ -60,7 +60,9 @@ def main() -> int:
     parser.add_argument("--conns", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--top", type=int, default=40)
-    parser.add_argument("--rev", help="profile this git commit instead of the work tree")
+    parser.add_argument(
+        "--rev", help="profile this git commit (or dir:PATH, a src/ tree) instead of the work tree"
+    )
     parser.add_argument(
         "--system", default="turnout", choices=("turnout", "floor"), help="what to profile"
     )

@@ -561,6 +561,9 @@ def turnout_from(rev: str | None, tmp: Path) -> Turnout:
     build to measure while the work tree is being edited (nothing is installed)."""
     if not rev:
         return Turnout((turnout_bin(),), label=f"installed, {work_tree_state()}")
+    code = "import sys; from turnout.cli.main import main; sys.exit(main())"
+    if rev.startswith("dir:"):  # a src/ tree as it is (an experiment, or one change alone)
+        return Turnout((sys.executable, "-c", code), (("PYTHONPATH", rev[4:]),), rev)
     repo, dest = BENCH.parent, tmp / "turnout-src"
     dest.mkdir()
     sha = subprocess.run(
@@ -571,7 +574,6 @@ def turnout_from(rev: str | None, tmp: Path) -> Turnout:
         ["git", "-C", str(repo), "archive", sha, "src"], capture_output=True, check=True
     )
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
-    code = "import sys; from turnout.cli.main import main; sys.exit(main())"
     return Turnout((sys.executable, "-c", code), (("PYTHONPATH", str(dest / "src")),), sha)
 
 
@@ -1053,7 +1055,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--turnout-rev",
         help="measure turnout as of this git commit (git archive of src/ on PYTHONPATH) "
-        "instead of the installed one, e.g. HEAD while the work tree is being edited",
+        "instead of the installed one, e.g. HEAD while the work tree is being edited; "
+        "dir:PATH runs a src/ tree as it is",
     )
     p.add_argument(
         "--slow-limit",

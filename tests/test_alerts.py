@@ -7,16 +7,24 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 
-from tests.conftest import ask
+from tests.conftest import ask, http
+from tests.services import redis_url
 from tests.upstreams import serve_app
 from tests.webhooks import Receiver, read_jsonl, until
 from turnout.config import ConfigError, parse_config
+from turnout.config.sinks import AlertRule
+from turnout.events import EventBus, RequestFinished
+from turnout.events.kinds import AlertChanged
+from turnout.sinks.alerts import AlertEngine
 
 HOOK_ENV = "TURNOUT_TEST_ALERT_WEBHOOK"
 KEY_ENV = "TURNOUT_TEST_ALERT_KEY"
@@ -180,3 +188,123 @@ def test_a_bad_alert_rule_is_a_config_error_at_its_key_path(alerts: list, messag
     ]
     with pytest.raises(ConfigError, match=message):
         parse_config({"sinks": sinks, "alerts": alerts})
+
+
+def _fresh_chat(gateway: Any, content: str) -> str:
+    """A request on a new connection, so that with --workers the kernel may pick either."""
+    body = orjson.dumps({"model": "chat", "messages": [{"role": "user", "content": content}]})
+    result = http("POST", gateway.base_url + "/chat/completions", body)
+    assert result.status == 200, result.body
+    return result.json()["choices"][0]["message"]["content"]
+
+
+def _healths(gateways: list[Any], polls: int = 1) -> dict[int, dict[str, Any]]:
+    """pid -> that process's /health, from `polls` reads of each address (fresh connections:
+    with --workers, each read may land on another worker)."""
+    seen: dict[int, dict[str, Any]] = {}
+    for gateway in gateways:
+        for _ in range(polls):
+            health = gateway.get("/health").json()
+            seen[health["pid"]] = health
+    return seen
+
+
+def _fleet_settled(healths: dict[int, dict[str, Any]], receiver: Receiver) -> bool:
+    """Both processes seen, and every alert they told has reached the receiver."""
+    sinks = [health["sinks"]["ops"] for health in healths.values()]
+    delivered = sum(sink["delivered"] for sink in sinks)
+    return (
+        len(sinks) == 2
+        and not any(s["queued"] for s in sinks)
+        and delivered == len(receiver.bodies)
+    )
+
+
+@pytest.mark.parametrize("fleet", ["workers", "replicas"])
+def test_a_fleet_tells_each_alert_once(gateway_factory, tmp_path: Path, fleet: str) -> None:
+    """Every process notices the revoked key and the fallback rate; one message each goes
+    out, and one recovery: with `--workers 2` (claims in the workers' directory) and with two
+    replicas sharing Redis state (claims in Redis)."""
+    upstream, receiver = RevocableKeyUpstream(), Receiver()
+    with serve_app(upstream.app()) as up_port, serve_app(receiver.app()) as hook_port:
+        env = {KEY_ENV: "sk-alert-test-key-0000", HOOK_ENV: f"http://127.0.0.1:{hook_port}/hook"}
+        config = _config(up_port, tmp_path / "events.jsonl")
+        # a short window: each process's share comes down soon after the key heals, however
+        # unevenly the kernel spread the failed requests between the workers (the test is of
+        # one message per change for the fleet, not of how long recovery takes)
+        config["alerts"][1]["over"] = "5s"
+        if fleet == "workers":
+            gateways = [gateway_factory(config, env=env, args=("--workers", "2"))]
+        else:
+            prefix = f"turnout-test-{uuid.uuid4().hex[:8]}"
+            config["state"] = {"backend": "redis", "url": redis_url(), "prefix": prefix}
+            gateways = [gateway_factory(config, env=env) for _ in range(2)]
+
+        def ask_all(
+            label: str, until_both: Callable[[dict[str, Any]], bool], pause: float = 0.0
+        ) -> None:
+            """Requests to every process until two of them show `until_both`."""
+            for n in range(200):
+                for gateway in gateways:
+                    _fresh_chat(gateway, f"{label} {n}")
+                time.sleep(pause)
+                states = [h["alerts"] for h in _healths(gateways, polls).values()]
+                if sum(until_both(s) for s in states) >= 2:
+                    return
+            pytest.fail(f"two processes never showed {label}: {states}")
+
+        polls = 4 if fleet == "workers" else 1
+        ask_all("before", lambda s: s is not None)  # both processes are up and serving
+        upstream.rejecting = True
+        ask_all("revoked", lambda s: {"provider up", "chat"} <= set(s["firing"]))
+        until("the alerts", lambda: len(receiver.bodies) >= 2)
+        time.sleep(1.0)  # a second process's messages, were they told, would be here by now
+        settled = until(
+            "the alerts to settle",
+            lambda: (h := _healths(gateways, polls * 2)) and _fleet_settled(h, receiver) and h,
+        )
+        told = sorted((e["rule"], e["state"]) for e in receiver.events())
+        assert told == [("fallback_rate", "firing"), ("misconfigured", "firing")]
+        assert sum(h["alerts"]["raised"] for h in settled.values()) == 2  # one process each
+
+        upstream.rejecting = False
+        # good answers for longer than the window: the failed ones leave it
+        ask_all("healed", lambda s: not s["firing"], pause=0.05)
+        until("the recoveries", lambda: len(receiver.bodies) >= 4)
+        time.sleep(1.0)
+        told = sorted((e["rule"], e["state"]) for e in receiver.events())
+        assert told == [
+            ("fallback_rate", "firing"),
+            ("fallback_rate", "recovered"),
+            ("misconfigured", "firing"),
+            ("misconfigured", "recovered"),
+        ]
+
+
+class _Row:
+    """What the fallback-rate rule reads of a ledger row."""
+
+    def __init__(self, at: float, fell_back: bool) -> None:
+        self.route, self.started_at, self.latency_ms, self.status = "chat", at, 0.0, 200
+        self.model = "backup" if fell_back else "primary"
+        self.attempts = [{"model": "primary"}] + ([{"model": "backup"}] if fell_back else [])
+
+
+def test_a_fallback_rate_at_the_threshold_does_not_flap() -> None:
+    """Fires above 50%, recovers only at or below 40%: a share moving between the two changes
+    nothing, however often it crosses 50% downwards."""
+    bus = EventBus()
+    told: list[bool] = []
+    bus.subscribe(lambda e: told.append(e.firing), kinds=(AlertChanged,), inline=True)
+    rule = AlertRule(when="fallback_rate", notify="ops", above=0.5, over=3600, min_requests=2)
+    engine = AlertEngine([rule], bus)
+    # 100% (fires); then a share moving between 50% and 56% (at 50% the old rule recovered, at
+    # 56% it fired again); then down to 32%, below 40%: recovers
+    pattern = [True] * 4 + [False] * 4 + [True, False, False, True, False, True, True]
+    pattern += [False] * 10
+    for n, fell_back in enumerate(pattern):
+        engine.handle(RequestFinished(_Row(1000.0 + n, fell_back)))
+    assert told == [True, False]  # one alert, one recovery: no flapping at 50%
+    assert AlertRule(when="fallback_rate", notify="ops", above=0.5).recovers_at == 0.4
+    with pytest.raises(ValueError, match="recover_below"):
+        AlertRule(when="fallback_rate", notify="ops", above=0.2, recover_below=0.3)

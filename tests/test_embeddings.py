@@ -29,7 +29,11 @@ def _config(models: dict[str, dict[str, Any]], targets: list[str], **extra: Any)
     """Embeddings models on the sim, route `embeddings` over `targets`, and a chat route."""
     config = sim_config(
         {"chatty": {}, **models},
-        {"embeddings": {"targets": targets}, "chat": {"targets": ["chatty"]}},
+        # several models fail over here: vectors of different spaces, which the tests accept
+        {
+            "embeddings": {"targets": targets, "mixed_vectors": len(targets) > 1},
+            "chat": {"targets": ["chatty"]},
+        },
         prices={name: PRICE for name in models},
     )
     config.update(extra)
@@ -382,6 +386,17 @@ def test_config_refuses_embeddings_on_kinds_without_them_and_mixed_routes() -> N
     }
     with pytest.raises(ConfigError, match=r"models\.e\.supports: .*kind 'anthropic'.* no embed"):
         parse_config(anthropic)
+    spaces = sim_config({"e": EMBED, "f": EMBED}, {"vectors": {"targets": ["e", "f"]}})
+    with pytest.raises(ConfigError, match=r"routes\.vectors\.targets: embeddings models e, f make"):
+        parse_config(spaces)  # two models' vectors in one route: only when the route says so
+    spaces["routes"]["vectors"]["mixed_vectors"] = True
+    assert parse_config(spaces).routes["vectors"].mixed_vectors
+    spaces["routes"]["chat"] = {
+        "targets": ["e"],
+        "cache": {"mode": "semantic", "embed_route": "vectors"},
+    }
+    with pytest.raises(ConfigError, match=r"embed_route: 'vectors' fails over between embeddings"):
+        parse_config(spaces)  # a semantic cache compares vectors: one space only
     mixed = sim_config({"e": EMBED, "c": {}}, {"both": {"targets": ["e", "c"]}})
     with pytest.raises(ConfigError, match=r"routes\.both\.targets: embeddings models \(e\)"):
         parse_config(mixed)

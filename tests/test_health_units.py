@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from turnout.config.schema import BreakerConfig
+from turnout.config.schema import BreakerConfig, HealthConfig
 from turnout.dialects.classify import retry_after
 from turnout.health.breaker import Breaker, BreakerState
+from turnout.health.engine import HealthEngine
 from turnout.health.ratelimits import RateLimits, parse_reset, parse_windows
+from turnout.model import ErrorClass, Outcome
 
 NOW = 1_800_000_000.0
 CONFIG = BreakerConfig(
@@ -194,3 +196,19 @@ def test_retry_after_forms() -> None:
     assert retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
     date = email.utils.formatdate(NOW + 60, usegmt=True)
     assert retry_after({"Retry-After": date}, now=NOW) == pytest.approx(60, abs=1)
+
+
+def test_a_success_begun_before_the_key_was_rejected_does_not_heal_it() -> None:
+    """A long stream sent before the 401 ends well after it: that proves nothing about the key
+    now. Only a request (or probe) sent after the rejection clears it."""
+    engine = HealthEngine(HealthConfig())
+    engine.register("alpha", "or")
+    rejected = Outcome(
+        "chat", "alpha", "or", ok=False, error_class=ErrorClass.AUTH, status=401, started=100.0
+    )
+    engine.record(rejected)
+    assert "provider:or" in engine.misconfigured
+    engine.record(Outcome("chat", "alpha", "or", ok=True, started=90.0, latency=15.0))
+    assert "provider:or" in engine.misconfigured  # begun at 90, before the 401 at 100
+    engine.record(Outcome("chat", "alpha", "or", ok=True, started=101.0, latency=0.5))
+    assert "provider:or" not in engine.misconfigured  # sent after it: the key works again

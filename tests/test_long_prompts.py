@@ -11,7 +11,6 @@ import asyncio
 import json
 import random
 import sys
-import threading
 from typing import Any
 
 import aiohttp
@@ -195,21 +194,24 @@ def test_the_bounds_never_change_the_routing_decision(
 ) -> None:
     """Whatever the bounds and the cache settle without counting, the selection is the one
     the exact count makes: the same targets skipped, and a kept target's output limit
-    clamped only when it is known (when it was not counted, nothing kept needs clamping)."""
+    clamped only when it is known (when it was not counted, nothing kept needs clamping).
+    A count routing did not wait for (speculation) skips the rest once it ends."""
     if clear:
         CACHE._counts.clear()  # (else texts of earlier examples are cached)
     plan = gateway.planner.plan(route)
     assert plan is not None
     request = Request(model=route, messages=_messages(parts), max_tokens=max_tokens)
-    selection = asyncio.run(gateway.selector.select(plan, request))
+    selection, counted_out = asyncio.run(_select(gateway, plan, request))
     exact = _fresh(request)
     output = max_tokens or 0
     room = output if route == "strict" else 1
     skipped = {a.model for a in selection.skipped if a.reason.startswith("context_length")}
-    assert skipped == {name for name, window in WINDOWS.items() if exact + room > window}
+    assert skipped | counted_out == {n for n, window in WINDOWS.items() if exact + room > window}
     if request.prompt_tokens is not None:
         assert request.prompt_tokens == exact
-    kept = [t for t in selection.plan.targets if t.model.context_window]
+    kept = [
+        t for t in selection.plan.targets if t.model.context_window and t.name not in counted_out
+    ]
     for target in kept:
         window = target.model.context_window
         assert window is not None
@@ -217,6 +219,16 @@ def test_the_bounds_never_change_the_routing_decision(
             assert exact + output <= window  # uncounted: max_tokens fits as asked
         elif exact + output > window:
             assert target.output_limit(request) == max(window - exact, 1)
+
+
+async def _select(gateway: Gateway, plan: Any, request: Request) -> tuple[Any, set[str]]:
+    """The selection, and the targets its pending count (if any) rules out once it ends."""
+    selection = await gateway.selector.select(plan, request)
+    pending = selection.pending
+    if pending is None:
+        return selection, set()
+    await pending.settle()
+    return selection, {t.name for t in selection.plan.targets if pending.skip_reason(t)}
 
 
 # --- through a gateway process ----------------------------------------------------------------
@@ -273,13 +285,10 @@ def test_count_tokens_counts_a_long_prompt_exactly_cold_and_cached(gateway_facto
         assert counted.input_tokens == expected
 
 
-def _ordering_upstream(arrived: threading.Event) -> web.Application:
-    """Answers at once; notes when the long prompt's request starts to arrive on its own path
-    (its headers: routing has decided, so its count is done)."""
+def _answering_upstream() -> web.Application:
+    """Answers at once."""
 
     async def handler(request: web.Request) -> web.Response:
-        if request.path.startswith("/long/"):
-            arrived.set()
         await request.read()
         body = {
             "id": "x",
@@ -305,13 +314,13 @@ def _ordering_upstream(arrived: threading.Event) -> web.Application:
 
 def test_a_long_count_does_not_hold_up_a_small_request(gateway_factory) -> None:
     """Small requests sent after the long prompt was fully sent, one after another, complete
-    while the long prompt is still being counted (its upstream has not seen it yet). Counted
+    while the long prompt is still being counted (the gateway logs the moment its count ends:
+    the long request itself does not wait for it, tests/test_speculative_count.py). Counted
     on the event loop, none could: the loop would serve them only after the count."""
-    arrived = threading.Event()
     rng = random.Random(3)
     words = [w for unit in UNITS[:3] for w in unit.split()] + ["gateway", "routing", "window"]
     text = " ".join(rng.choice(words) for _ in range(1_200_000))  # ~7 MB, ~1.3M tokens
-    with serve_app(_ordering_upstream(arrived)) as port:
+    with serve_app(_answering_upstream()) as port:
         base = f"http://127.0.0.1:{port}"
         config = {
             "providers": {
@@ -324,14 +333,19 @@ def test_a_long_count_does_not_hold_up_a_small_request(gateway_factory) -> None:
                 "fast": {"provider": "up"},
             },
             "routes": {"long": {"targets": ["big"]}, "chat": {"targets": ["fast"]}},
+            "log_level": "debug",  # (the count's end is logged at debug level)
         }
         gateway = gateway_factory(config)
-        before, total = asyncio.run(_small_requests_during_long_count(gateway, text, arrived))
+
+        def counted() -> bool:
+            return "prompt counted:" in gateway.log()
+
+        before, total = asyncio.run(_small_requests_during_long_count(gateway, text, counted))
     assert total >= before >= 5, f"{before} of {total} small requests before the count ended"
 
 
 async def _small_requests_during_long_count(
-    gateway: Any, text: str, arrived: threading.Event
+    gateway: Any, text: str, counted: Any
 ) -> tuple[int, int]:
     body = json.dumps({"model": "long", "messages": [{"role": "user", "content": text}]}).encode()
     small = json.dumps({"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
@@ -354,11 +368,16 @@ async def _small_requests_during_long_count(
         task = asyncio.create_task(long_request())
         await sent.wait()
         before = total = 0
-        while not task.done() and total < 2000:
+        while not counted() and total < 2000:
             async with session.post(url, data=small, headers=json_headers) as response:
                 assert response.status == 200
                 await response.read()
             total += 1
-            before += not arrived.is_set()
+            before += not counted()
         assert await task == 200
+        for _ in range(6000):  # a count did run (and ends): up to a minute
+            if counted():
+                break
+            await asyncio.sleep(0.01)
+        assert counted()
     return before, total

@@ -38,8 +38,9 @@ JSON_STAGE = 4
 PRIMARY = {"reply": "The current model's answer.", "ttft": 0.01, "tokens_per_second": 5000}
 FALLBACK = {"reply": "The fallback's answer.", "ttft": 0.01, "tokens_per_second": 5000}
 GOOD_NEW = {"reply": "The new model's answer.", "ttft": 0.01, "tokens_per_second": 5000}
-# answers free text well, and JSON mode with broken JSON: stage 4 breaks
+# answers free text well and breaks stage 4: with invalid JSON, or with a 500
 BROKEN_NEW = {**GOOD_NEW, "malformed_rate": 1.0}
+FAILING_NEW = {**GOOD_NEW, "json_error_status": 500}
 
 
 CURRENT_PRICE = {"input": 0.6, "output": 0.8}  # USD per million tokens
@@ -104,12 +105,17 @@ def _rollout(gateway: GatewayProcess) -> dict[str, Any]:
     return state
 
 
+@pytest.mark.parametrize(
+    ("candidate", "objective"),
+    [(BROKEN_NEW, "invalid_output_rate"), (FAILING_NEW, "error_rate")],
+    ids=["invalid-json", "http-500"],
+)
 def test_a_candidate_that_breaks_stage_4_is_rolled_back_with_no_failed_run(
-    gateway_factory, tmp_path
+    gateway_factory, tmp_path, candidate: dict[str, Any], objective: str
 ) -> None:
     min_requests = 200
     rollout = {"stages": [20, 50, 100], "min_requests": min_requests}
-    models = {"llama-31-70b": PRIMARY, "haiku": FALLBACK, "llama-33-70b-fast": BROKEN_NEW}
+    models = {"llama-31-70b": PRIMARY, "haiku": FALLBACK, "llama-33-70b-fast": candidate}
     with shared_sim(models) as sim:
         config = _config(sim, rollout)
         gateway = gateway_factory(config)
@@ -120,7 +126,7 @@ def test_a_candidate_that_breaks_stage_4_is_rolled_back_with_no_failed_run(
         assert state["status"] == "rolled_back", state
         rolled_back = state["history"][-1]
         assert rolled_back["action"] == "rolled_back"
-        assert rolled_back["objective"] == "invalid_output_rate"
+        assert rolled_back["objective"] == objective
         took = rolled_back["candidate"]["requests"]
         assert 0 < took <= min_requests, rolled_back  # within one stage's min_requests
         print(f"rolled back after {took} candidate requests")  # (the figure for the notes)

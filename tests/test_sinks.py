@@ -219,6 +219,8 @@ def test_events_from_real_requests_reach_every_sink(gateway_factory, tmp_path: P
         assert {key for key, value in records if value["type"] == "fallback"} == {b"chat"}
         failed = [value for _, value in records if value["type"] == "attempt_failed"]
         assert failed and failed[0]["model"] == "primary" and failed[0]["status"] == 401
+        # each failed attempt names the client request it was for
+        assert {event["request_id"] for event in failed} <= set(request_ids), failed
 
         for found in (in_file, hooked, in_redis, in_nats, in_kafka):
             for request_id in request_ids:

@@ -3,19 +3,20 @@
 Spend comes from ledger rows as they are recorded (and, at start, from the store's sums
 for the current UTC day and month, so a restart forgets nothing). Crossing a budget's
 `soft` share publishes a BudgetAlert once per period (AlertLog keeps the last ones for
-/admin/events); reaching the limit blocks (429 naming
-the budget) or downgrades the request to the route's cheapest targets (`on_exceed`)."""
+/admin/events; with shared counting, once for the fleet: accounting/shared.py judges the
+fleet's spend); reaching the limit blocks (429 naming the budget) or downgrades the request
+to the route's cheapest targets (`on_exceed`)."""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from turnout import clock
 from turnout.accounting.records import KeyRecord, LedgerRow
 from turnout.config.schema import Config
 from turnout.events import BudgetAlert, Publish, SharedStateChanged
@@ -43,7 +44,7 @@ def period_start(period: str, now: float) -> float:
     if cached is not None and cached[0] <= now < cached[1]:
         return cached[0]
     start, end = _boundaries(period, now)
-    if start <= time.time() < end:
+    if start <= clock.now() < end:
         _current[period] = (start, end)  # keep only the current period in the cache
     return start
 
@@ -92,6 +93,10 @@ def _nobody(_: object) -> None:
     """Where a SpendTracker built without a bus sends its alerts."""
 
 
+def _never() -> bool:
+    return False
+
+
 def verdict(spent: Iterable[Budget]) -> Verdict:
     """What the budgets already spent do to a request: a provider's skips its models, a
     downgrading one keeps only the cheapest targets, the first blocking one refuses it."""
@@ -128,6 +133,9 @@ class SpendTracker:
         # (scope, name, period) -> [period start, spent]
         self._spent: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
         self._alerted: set[tuple[str, str, str, float]] = set()
+        # whether the fleet raises soft alerts now (shared counting: accounting/shared.py),
+        # on the spend of every process rather than this one's share of it
+        self.alerts_shared: Callable[[], bool] = _never
         self.use(budgets)
 
     def use(self, budgets: tuple[Budget, ...]) -> None:
@@ -139,7 +147,7 @@ class SpendTracker:
 
     async def load(self, store: Any) -> None:
         """Today's and this month's spend so far, from the store."""
-        now = time.time()
+        now = clock.now()
         for period in PERIODS:
             since = period_start(period, now)
             for scope, column in (("key", "key_id"), ("route", "route"), ("provider", "provider")):
@@ -148,7 +156,7 @@ class SpendTracker:
                         self._spent[(scope, name, period)] = [since, usd]
 
     def spent(self, scope: str, name: str, period: str, now: float | None = None) -> float:
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         start, usd = self._spent.get((scope, name, period), (0.0, 0.0))
         return usd if start == period_start(period, now) else 0.0
 
@@ -203,7 +211,7 @@ class SpendTracker:
         applicable = self.applicable(key, route, budgets)
         if not applicable:
             return _NO_BUDGETS
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         return verdict(b for b in applicable if self.spent(b.scope, b.name, b.period, now) >= b.usd)
 
     def _alert_soft(self, now: float) -> None:
@@ -215,13 +223,20 @@ class SpendTracker:
             self._alert_if_over(budget, now)
 
     def _alert_if_over(self, budget: Budget, now: float) -> None:
+        if self.alerts_shared():
+            return  # the fleet judges the soft share on its shared spend (accounting/shared.py)
         spent = self.spent(budget.scope, budget.name, budget.period, now)
+        if spent >= budget.soft * budget.usd:
+            self.alert(budget, spent, now)
+
+    def alert(self, budget: Budget, spent: float, now: float) -> None:
+        """The soft-share alert of `budget` for the period `now` falls in, unless this
+        process raised it already (the fleet's one alert is raised here too, to say so)."""
         marker = (budget.scope, budget.name, budget.period, period_start(budget.period, now))
-        if spent >= budget.soft * budget.usd and marker not in self._alerted:
-            self._alerted.add(marker)
-            self.publish(
-                BudgetAlert(
-                    budget.scope, budget.name, budget.period, round(spent, 6), budget.usd, now
-                )
-            )
-            log.warning("%s is %.0f%% spent ($%.4f)", budget.label, 100 * spent / budget.usd, spent)
+        if marker in self._alerted:
+            return
+        self._alerted.add(marker)
+        self.publish(
+            BudgetAlert(budget.scope, budget.name, budget.period, round(spent, 6), budget.usd, now)
+        )
+        log.warning("%s is %.0f%% spent ($%.4f)", budget.label, 100 * spent / budget.usd, spent)

@@ -64,11 +64,13 @@ class LedgerRow:
     # schema_mismatch; None when the answer was not checked. A whole answer that failed the
     # check never reached the client; a streamed one was flagged after it was sent
     output_check: str | None = None
-    # the response cache, on routes that have one: hit | miss | bypass (None: no cache). A
-    # hit cost nothing upstream (cost_usd 0, no tokens); cache_saved_usd is what its answer
-    # cost when it was first made, and is counted apart from routing's savings (baseline)
+    # the response cache, on routes that have one: hit | similar | miss | bypass (None: no
+    # cache). A hit cost nothing upstream (cost_usd 0, no tokens); cache_saved_usd is what its
+    # answer cost when it was first made, and is counted apart from routing's savings
+    # (baseline). `similar`: a semantic hit, with its prompt's similarity to the earlier one
     cache: str | None = None
     cache_saved_usd: float = 0.0
+    cache_similarity: float | None = None
 
     @property
     def saved_usd(self) -> float:

@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from turnout import clock
 from turnout.accounting.budgets import (
     AlertLog,
     Budget,
@@ -63,10 +64,13 @@ class Accounting:
         # every process sharing it enforces them once (this process's counts when it is away)
         state = config.state
         self.shared = (
-            SharedCounters(state.url, state.prefix, publish or _nobody)
+            SharedCounters(state.url, state.prefix, publish or _nobody, on_soft=self._soft)
             if state.backend == "redis"
             else None
         )
+        if self.shared is not None:
+            shared = self.shared  # soft alerts: once for the fleet while counting is shared
+            self.spend.alerts_shared = lambda: shared.shared
         self._reserved: set[str] = set()  # requests holding a reservation in Redis
         # per route, the most output tokens an answer had: what a request without max_tokens
         # is expected to write when its cost is reserved
@@ -195,7 +199,13 @@ class Accounting:
             for b in budgets
         )
         tpm_key = shared.tpm_key(key.id if key is not None else "-")
-        shared.settle(Settlement(row.id, tpm_key, tokens, row.cost_usd or 0.0, counters))
+        shared.settle(
+            Settlement(row.id, tpm_key, tokens, row.cost_usd or 0.0, counters, tuple(budgets))
+        )
+
+    def _soft(self, budget: Budget, spent: float) -> None:
+        """The fleet's spend first passed `budget`'s soft share in this process's settlement."""
+        self.spend.alert(budget, spent, clock.now())
 
     def record(self, row: LedgerRow, key: KeyRecord | None = None) -> None:
         row.bound_text()  # client text is bounded and made storable before anything keeps it

@@ -7,30 +7,31 @@ flight), then, when nothing refuses, the request's own reservation. The end of a
 settles it: its reservation goes and its real cost and tokens are added, in a queued write
 off the client's path. Concurrent requests thus overshoot a budget by one request at most.
 
-Redis away: `admit` answers None and the caller counts in this process instead, with a
-warning and a SharedStateChanged event; a probe every second rejoins Redis, and the
-settlements queued meanwhile are written then. No request fails for it."""
+A budget's soft share is judged there too: the settlement that first takes a counter past it
+sets the period's alert marker (SET NX), and only the process that set it raises the
+BudgetAlert, so the fleet alerts once per budget and period, not once per process.
+
+Redis away (accounting/link.py): `admit` answers None and the caller counts in this process
+instead, with a warning and a SharedStateChanged event; a probe every second rejoins Redis,
+and the settlements queued meanwhile are written then. No request fails for it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from turnout.accounting.budgets import Budget
-from turnout.events import Publish, SharedStateChanged
+from turnout.accounting.link import RedisLink
+from turnout.events import Publish
 
 log = logging.getLogger("turnout.shared")
 
 WHAT = "key limits and budgets"
-_PROBE = 1.0  # seconds between reconnection attempts while Redis is away
 _MAX_PENDING = 100_000  # settlements kept while Redis is away (the oldest are dropped)
 _RESERVATION_TTL = 600  # seconds a reservation lives if its request never settles (a crash)
 
@@ -107,8 +108,10 @@ for _, index in ipairs(over) do answer[#answer + 1] = index end
 return answer
 """
 
-# KEYS: tpm hash, then one hash per budget counter.
-# ARGV: request id, tokens (0: none counted), window, cost (USD), then per counter: seed, ttl.
+# KEYS: tpm hash, then one hash per budget counter, then each counter's alert marker.
+# ARGV: request id, tokens (0: none counted), window, cost (USD), then per counter: seed,
+#       ttl, soft (USD; -1: none). Answers {index, spent, ...}: the counters whose soft
+#       share this settlement was the first to pass (their marker was set here).
 _SETTLE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -117,15 +120,25 @@ if tokens > 0 then
   redis.call('HINCRBY', KEYS[1], tostring(math.floor(now)), tokens)
   redis.call('EXPIRE', KEYS[1], math.ceil(window) + 1)
 end
-for i = 2, #KEYS do
-  local base = 5 + (i - 2) * 2
+local n = (#KEYS - 1) / 2
+local crossed = {}
+for i = 2, n + 1 do
+  local base = 5 + (i - 2) * 3
   redis.call('HDEL', KEYS[i], 'r:' .. id)
   if redis.call('HSETNX', KEYS[i], 'spent', ARGV[base]) == 1 then
     redis.call('EXPIRE', KEYS[i], ARGV[base + 1])
   end
-  if tonumber(cost) > 0 then redis.call('HINCRBYFLOAT', KEYS[i], 'spent', cost) end
+  if tonumber(cost) > 0 then
+    local spent = tonumber(redis.call('HINCRBYFLOAT', KEYS[i], 'spent', cost))
+    local soft = tonumber(ARGV[base + 2])
+    if soft >= 0 and spent >= soft
+        and redis.call('SET', KEYS[i + n], '1', 'NX', 'EX', ARGV[base + 1]) then
+      crossed[#crossed + 1] = tostring(i - 2)
+      crossed[#crossed + 1] = tostring(spent)
+    end
+  end
 end
-return 1
+return crossed
 """
 
 
@@ -154,26 +167,37 @@ class Settlement:
     tokens: int
     cost: float
     counters: tuple[tuple[str, float, int], ...]  # (counter, seed, ttl)
+    budgets: tuple[Budget, ...] = ()  # each counter's budget (for its soft alert), in order
+
+
+# a budget's soft share first passed by the fleet: (budget, its counter's spend); called in
+# the one process whose settlement passed it
+SoftAlert = Callable[[Budget, float], None]
 
 
 class SharedCounters:
-    def __init__(self, url: str, prefix: str, publish: Publish, window: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        publish: Publish,
+        window: float = 60.0,
+        on_soft: SoftAlert | None = None,
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self.window = window
-        self.publish = publish
-        self._redis: aioredis.Redis | None = None
-        self._connected = False
-        self._announced = True  # the state last announced (shared); the first loss is news
-        self._pending: list[Settlement] = []
+        self.on_soft = on_soft  # told of each soft share the fleet passed here first
         self._wake = asyncio.Event()
+        # the settlements queued while Redis was away are written once it is back
+        self.link = RedisLink(url, WHAT, publish, on_back=self._wake.set)
+        self._pending: list[Settlement] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._probe: asyncio.Task[None] | None = None
 
     @property
     def shared(self) -> bool:
         """Whether counting is shared now (False while Redis is away)."""
-        return self._connected
+        return self.link.shared
 
     def counter(self, scope: str, name: str, period: str, start: float) -> str:
         return f"{self.prefix}:budget:{scope}:{name}:{period}:{int(start)}"
@@ -185,33 +209,21 @@ class SharedCounters:
         return f"{self.prefix}:tpm:{key_id}"
 
     async def start(self) -> None:
-        # no retries inside redis-py: a refused connection must fall back at once
-        self._redis = aioredis.from_url(
-            self.url,
-            socket_connect_timeout=0.5,
-            socket_timeout=1.0,
-            retry=Retry(NoBackoff(), 0),
-        )
-        self._admit = self._redis.register_script(_ADMIT)
-        self._settle = self._redis.register_script(_SETTLE)
-        try:
-            await self._redis.ping()
-            self._connected = True
-            log.info("%s shared through Redis (prefix %s)", WHAT, self.prefix)
-        except (RedisError, OSError) as exc:
-            self._lost(exc)
+        client = self.link.open()
+        self._admit = client.register_script(_ADMIT)
+        self._settle = client.register_script(_SETTLE)
+        await self.link.start()
         self._tasks = [asyncio.create_task(self._write(), name="shared-settle")]
 
     async def close(self) -> None:
-        for task in [*self._tasks, *([self._probe] if self._probe else [])]:
+        for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._pending and self._connected:
+        if self._pending and self.link.shared:
             with contextlib.suppress(RedisError, OSError):
                 await self._flush()
-        if self._redis is not None:
-            await self._redis.aclose()
+        await self.link.close()
 
     # --- admission: one round trip ----------------------------------------------------------
 
@@ -225,7 +237,7 @@ class SharedCounters:
         reserve_usd: float,
     ) -> Admission | None:
         """The shared verdict, or None when Redis is away (the caller counts locally)."""
-        if not self._connected or self._redis is None:
+        if not self.link.shared:
             return None
         keys = [
             self.rpm_key(key_id or "-"),
@@ -246,7 +258,7 @@ class SharedCounters:
         try:
             answer = await self._admit(keys=keys, args=args)
         except (RedisError, OSError) as exc:
-            self._lost(exc)
+            self.link.lost(exc)
             return None
         status = int(answer[0])
         if status == 1:
@@ -267,66 +279,46 @@ class SharedCounters:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self._connected:
+            if not self.link.shared:
                 continue  # the probe wakes us once Redis is back
             try:
                 await self._flush()
             except (RedisError, OSError) as exc:
-                self._lost(exc)
+                self.link.lost(exc)
 
     async def _flush(self) -> None:
-        assert self._redis is not None
         while self._pending:
             batch = self._pending[:500]
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with self.link.redis.pipeline(transaction=False) as pipe:
                 for s in batch:
-                    keys = [s.tpm_key, *(c for c, _, _ in s.counters)]
+                    counters = [c for c, _, _ in s.counters]
+                    keys = [s.tpm_key, *counters, *(f"{c}:alerted" for c in counters)]
                     args: list[str | int | float] = [
                         s.request_id,
                         s.tokens,
                         self.window,
                         repr(s.cost),
                     ]
-                    for _, seed, ttl in s.counters:
-                        args += [repr(seed), ttl]
+                    for i, (_, seed, ttl) in enumerate(s.counters):
+                        soft = _soft_usd(s.budgets[i]) if i < len(s.budgets) else -1.0
+                        args += [repr(seed), ttl, repr(soft)]
                     await self._settle(keys=keys, args=args, client=pipe)
-                await pipe.execute()
+                answers = await pipe.execute()
             del self._pending[: len(batch)]
+            for s, crossed in zip(batch, answers, strict=True):
+                self._alert(s, crossed)
 
-    # --- Redis away and back ------------------------------------------------------------------
-
-    def _lost(self, exc: BaseException) -> None:
-        self._connected = False
-        if self._announced:
-            self._announced = False
-            reason = type(exc).__name__
-            log.warning(
-                "Redis at %s unavailable (%s): %s are counted in this process until it is back",
-                _safe_url(self.url),
-                reason,
-                WHAT,
-            )
-            self.publish(SharedStateChanged(WHAT, False, reason, time.time()))
-        if self._probe is None or self._probe.done():
-            self._probe = asyncio.get_running_loop().create_task(
-                self._rejoin(), name="shared-probe"
-            )
-
-    async def _rejoin(self) -> None:
-        assert self._redis is not None
-        while True:
-            await asyncio.sleep(_PROBE)
-            try:
-                await self._redis.ping()
-            except (RedisError, OSError):
-                continue
-            self._connected = True
-            if not self._announced:
-                self._announced = True
-                log.warning("Redis at %s is back: %s are shared again", _safe_url(self.url), WHAT)
-                self.publish(SharedStateChanged(WHAT, True, None, time.time()))
-            self._wake.set()  # the settlements queued meanwhile
+    def _alert(self, settlement: Settlement, crossed: list[bytes | str]) -> None:
+        """The soft shares this settlement passed first in the fleet: this process alerts."""
+        if self.on_soft is None:
             return
+        for i in range(0, len(crossed) - 1, 2):
+            self.on_soft(settlement.budgets[int(crossed[i])], float(crossed[i + 1]))
+
+
+def _soft_usd(budget: Budget) -> float:
+    """The spend at which the budget alerts (-1: never)."""
+    return budget.soft * budget.usd if budget.soft > 0 else -1.0
 
 
 def _kind(budget: Budget) -> str:
@@ -334,11 +326,3 @@ def _kind(budget: Budget) -> str:
     if budget.scope == "provider":
         return "p"
     return "d" if budget.on_exceed == "downgrade" else "b"
-
-
-def _safe_url(url: str) -> str:
-    """The Redis URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"

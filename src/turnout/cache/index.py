@@ -1,9 +1,10 @@
 """How a request finds the key of its stored answer: the seam between cache modes.
 
 `exact` (here): the key is the hash of everything that decides the answer, so finding is
-computing. `semantic` (to come) plugs in as another Index: it would embed the prompt, search
-the route's vectors for the nearest earlier prompt above the threshold and return that
-prompt's key with its similarity, and `added` would index a stored answer's vector."""
+computing. `semantic` (cache/semantic.py) is another Index: when the exact key holds nothing,
+`nearest` embeds the last user message and searches the vectors of the same conversation
+context for the nearest earlier one above the threshold; `added` indexes a stored answer's
+vector."""
 
 from __future__ import annotations
 
@@ -19,11 +20,30 @@ from turnout.routing import Plan
 class Found:
     key: str  # `{route tag}:{digest}`: where the answer is (or would be) stored
     similarity: float | None = None  # semantic matches only; None for an exact key
+    # semantic: the last user message's vector (packed) and the context it is indexed under
+    # once the answer is stored; empty for an exact key
+    vector: bytes = b""
+    bucket: str = ""
 
 
 class Index(Protocol):
     async def find(self, plan: Plan, request: Request, scope: str, dialect: str) -> Found:
         """Where this request's answer is, or would be stored."""
+        ...
+
+    async def nearest(
+        self,
+        exact: Found,
+        plan: Plan,
+        request: Request,
+        scope: str,
+        dialect: str,
+        key_id: str | None,
+        search: bool = True,
+    ) -> tuple[Found | None, Found]:
+        """Asked when the exact key holds nothing: (a similar earlier request's key, or None;
+        where this request's answer is stored, with what `added` needs to index it).
+        `search` False: only the second (the client said no-cache)."""
         ...
 
     async def added(self, found: Found, plan: Plan, request: Request, scope: str) -> None:
@@ -34,6 +54,18 @@ class Index(Protocol):
 class ExactIndex:
     async def find(self, plan: Plan, request: Request, scope: str, dialect: str) -> Found:
         return Found(f"{route_tag(plan.route)}:{request_key(plan, request, scope, dialect)}")
+
+    async def nearest(
+        self,
+        exact: Found,
+        plan: Plan,
+        request: Request,
+        scope: str,
+        dialect: str,
+        key_id: str | None,
+        search: bool = True,
+    ) -> tuple[Found | None, Found]:
+        return None, exact
 
     async def added(self, found: Found, plan: Plan, request: Request, scope: str) -> None:
         return None

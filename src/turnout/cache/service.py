@@ -20,6 +20,9 @@ from turnout.cache.control import NONE, Directives
 from turnout.cache.entry import Entry, decode, encode
 from turnout.cache.index import INDEXES, Found, Index
 from turnout.cache.key import ANONYMOUS_SCOPE, SHARED_SCOPE, route_tag
+from turnout.cache.semantic import Embed, SemanticIndex
+from turnout.cache.shelves import MemoryVectors
+from turnout.cache.vectors import Vectors
 from turnout.config.cache import CacheConfig
 from turnout.config.schema import Config, StateConfig
 from turnout.model import Request, Response
@@ -27,7 +30,9 @@ from turnout.routing import Plan
 
 log = logging.getLogger("turnout.cache")
 
-HIT, MISS, BYPASS = "hit", "miss", "bypass"  # the ledger's `cache` column, x-turnout-cache
+# the ledger's `cache` column and x-turnout-cache: `similar` is a semantic hit (a similar
+# earlier prompt's answer), `hit` an identical request's
+HIT, SIMILAR, MISS, BYPASS = "hit", "similar", "miss", "bypass"
 
 
 @dataclass(slots=True, frozen=True)
@@ -63,23 +68,42 @@ class Lookup:
     def stores(self) -> bool:
         return self.store_to is not None
 
+    @property
+    def similarity(self) -> float | None:
+        """A semantic hit's similarity with the earlier prompt; None otherwise."""
+        found = self.found
+        return found.similarity if self.entry is not None and found is not None else None
+
 
 class ResponseCache:
     def __init__(self, state: StateConfig) -> None:
         self.rules: dict[str, Rule] = {}
         self.backend: Backend = _backend(state)
+        self.vectors: Vectors = _vectors(state, self.backend)  # the semantic mode's
+        # the semantic mode's embeddings, through the gateway's own route (the gateway sets it)
+        self.embed: Embed | None = None
         self._writes: set[asyncio.Task[None]] = set()
-        self.counts = {HIT: 0, MISS: 0, BYPASS: 0, "stored": 0, "too_large": 0}
+        self.counts = {HIT: 0, SIMILAR: 0, MISS: 0, BYPASS: 0, "stored": 0, "too_large": 0}
 
     def configure(self, config: Config) -> None:
         """The rules of `config`'s routes (at start and on each reload). Answers stored under
         the previous config stay where they are: their keys hold the routes' models, so a
         route whose models changed never finds them, and they expire."""
         self.rules = {
-            name: Rule(name, route.cache, INDEXES[route.cache.mode])
+            name: Rule(name, route.cache, self._index(route.cache))
             for name, route in config.routes.items()
             if route.cache is not None
         }
+
+    def _index(self, config: CacheConfig) -> Index:
+        if config.mode == "semantic":
+            return SemanticIndex(config, self.vectors, self._embedding)
+        return INDEXES[config.mode]
+
+    async def _embedding(self, route: str, text: str, key_id: str | None) -> list[float]:
+        if self.embed is None:
+            raise RuntimeError("no embeddings for the response cache")
+        return await self.embed(route, text, key_id)
 
     async def start(self) -> None:
         await self.backend.start()
@@ -114,15 +138,30 @@ class ResponseCache:
             self.counts[BYPASS] += 1
             return lookup
         lookup.found = found
-        lookup.store_to = None if control.no_store else found
         if control.no_cache:
             lookup.verdict = BYPASS
             self.counts[BYPASS] += 1
+            if not control.no_store:  # the fresh answer is stored (and indexed)
+                _, lookup.store_to = await rule.index.nearest(
+                    found, plan, request, scope, dialect, key_id, search=False
+                )
             return lookup
         raw = await self.backend.get(found.key)
         entry = decode(raw) if raw is not None else None
+        store_to = found
+        if entry is None:  # (exact mode: nothing more to try)
+            near, store_to = await rule.index.nearest(found, plan, request, scope, dialect, key_id)
+            if near is not None:
+                raw = await self.backend.get(near.key)
+                entry = decode(raw) if raw is not None else None
+                if entry is not None:
+                    lookup.verdict, lookup.found = SIMILAR, near
         if entry is not None:
-            lookup.verdict, lookup.entry, lookup.store_to = HIT, entry, None
+            lookup.entry = entry
+            if lookup.verdict == MISS:
+                lookup.verdict = HIT
+        else:
+            lookup.store_to = None if control.no_store else store_to
         self.counts[lookup.verdict] += 1
         return lookup
 
@@ -154,8 +193,11 @@ class ResponseCache:
     # --- admin -------------------------------------------------------------------------------
 
     async def clear(self, route: str) -> int:
-        """Forget every stored answer of `route` (every key scope); how many there were."""
-        return await self.backend.clear(route_tag(route))
+        """Forget every stored answer of `route` (every key scope), and its semantic
+        vectors; how many answers there were."""
+        tag = route_tag(route)
+        await self.vectors.clear(tag)
+        return await self.backend.clear(tag)
 
     def stats(self) -> dict[str, object]:
         return {
@@ -172,6 +214,16 @@ def _without_cost(response: Response) -> Response:
     if usage.cost is None:
         return response
     return replace(response, usage=replace(usage, cost=None))
+
+
+def _vectors(state: StateConfig, backend: Backend) -> Vectors:
+    """The semantic cache's vectors: beside the answers (in Redis with them, or here)."""
+    if state.backend == "redis":
+        from turnout.cache.redis import RedisBackend, RedisVectors
+
+        assert isinstance(backend, RedisBackend)
+        return RedisVectors(backend, state.prefix)
+    return MemoryVectors()
 
 
 def _backend(state: StateConfig) -> Backend:

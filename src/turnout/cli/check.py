@@ -17,6 +17,7 @@ from rich.text import Text
 
 from turnout.cli.common import config_from_args, setup_logging
 from turnout.cli.tables import fit
+from turnout.config.schema import Config
 from turnout.gateway import Gateway
 from turnout.model import Delta, Request, Usage
 from turnout.model.embeddings import EmbeddingRequest
@@ -106,10 +107,22 @@ async def _check_model(gateway: Gateway, name: str) -> dict[str, Any]:
     return row
 
 
+def _checked(config: Config) -> list[str]:
+    """What is checked: each model, and each deployment of a model with several (forced
+    as `MODEL@DEPLOYMENT`: a standby's rejected key must not hide behind the primary)."""
+    names = []
+    for name, model in config.models.items():
+        if model.deployments is None:
+            names.append(name)
+        else:
+            names += [f"{name}@{d.label}" for d in model.deployments]
+    return names
+
+
 async def _run(gateway: Gateway) -> list[dict[str, Any]]:
     await gateway.start()
     try:
-        return [await _check_model(gateway, name) for name in gateway.config.models]
+        return [await _check_model(gateway, name) for name in _checked(gateway.config)]
     finally:
         await gateway.close()
 

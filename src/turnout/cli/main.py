@@ -120,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="watch failover happen, in under a minute")
     demo.add_argument("--speed", type=float, default=1.0, help="run the story faster (2 = twice)")
     demo.add_argument("--port", type=int, default=0, help="gateway port (default: any free)")
+    from turnout.cli.scenario import add_parser as add_scenario  # light: runs load on use
+
+    add_scenario(commands)
     return parser
 
 
@@ -163,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         from turnout.cli.replay import replay_command
 
         return replay_command(args)
+    if args.command == "scenario":
+        from turnout.cli.scenario import scenario
+
+        return scenario(args)
     if args.command == "reload":
         from turnout.cli.reload import reload
 

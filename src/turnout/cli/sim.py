@@ -45,8 +45,9 @@ config file (YAML):
       stall_for: 15s         # ...this long, then go on (a stalled upstream)
       malformed_rate: 0.1    # JSON mode: answer with broken JSON (the object cut in half)
       json_fields_limit: 3   # JSON mode: past this many fields, leave the rest out
+      json_error_status: 500 # JSON mode: fail every such request with this status
       outages:               # windows of time since start when every request fails
-        - {start: 10s, end: 20s, status: 503}
+        - {start: 10s, end: 20s, status: 503}  # message: the error's text (optional)
   Faults are drawn once per request, at most one each time, with these probabilities.
 
 how it answers (when no fault is drawn):

@@ -130,8 +130,25 @@ ProviderSection = Annotated[SerializeAsAny[ProviderConfig], BeforeValidator(_by_
 Capability = Literal["tools", "json", "vision", "embeddings", "prefill"]
 
 
-class ModelConfig(Strict):
+class Deployment(Strict):
+    """One place a model is served from (a region, a base URL, a key): its own provider
+    section. A model's deployments are tried best first: the lowest `priority`, then, among
+    equal priorities, the lower recent TTFT (routing/deployments.py)."""
+
     provider: str
+    model: str | None = None  # the upstream's name here; defaults to the model's
+    priority: int = 0  # lower is preferred
+    name: str | None = None  # the label headers and health show; defaults to `provider`
+
+    @property
+    def label(self) -> str:
+        return self.name or self.provider
+
+
+class ModelConfig(Strict):
+    # one deployment (`provider`), or several (`deployments`): exactly one of the two
+    provider: str | None = None
+    deployments: list[Deployment] | None = Field(None, min_length=1)
     model: str | None = None  # the upstream's name; defaults to this model's key
     price: Price | None = None  # None: the shipped default table's price for `model`
     context_window: int | None = Field(None, gt=0)
@@ -139,6 +156,30 @@ class ModelConfig(Strict):
     max_output_tokens: int | None = Field(None, gt=0)
     supports: list[Capability] = Field(default_factory=list)
     timeout: TimeoutOverride = TimeoutOverride()
+
+    @model_validator(mode="after")
+    def _one_placement(self) -> ModelConfig:
+        if self.provider is not None and self.deployments is not None:
+            raise ValueError(
+                "give either provider (one deployment) or deployments (several), not both"
+            )
+        if self.provider is None and self.deployments is None:
+            raise ValueError("provider: required (or deployments: a list of them)")
+        if self.deployments is not None:
+            labels = [d.label for d in self.deployments]
+            twice = sorted({label for label in labels if labels.count(label) > 1})
+            if twice:
+                raise ValueError(
+                    f"deployments: {', '.join(twice)} named twice (give each a distinct `name`)"
+                )
+        return self
+
+    def placements(self) -> list[Deployment]:
+        """Where this model is served: its deployments, or its one provider as one."""
+        if self.deployments is not None:
+            return self.deployments
+        assert self.provider is not None  # (the validator above)
+        return [Deployment(provider=self.provider, model=self.model)]
 
 
 class RetryConfig(Strict):
@@ -218,6 +259,10 @@ class RouteConfig(Strict):
     guard: GuardConfig = GuardConfig()
     # savings are reported against this model: what the same tokens would have cost there
     baseline: str | None = None
+    # an embeddings route over different models: their vectors are of different spaces, so a
+    # fallback would put a vector of one into a client's index of the other. Refused unless
+    # this says the clients cope (one model in several places is `deployments:` instead)
+    mixed_vectors: bool = False
     capture: CaptureConfig | None = None
     # a max_tokens larger than a target can give: clamp it to what the target can (clients
     # send large defaults), or skip the target (strict)
@@ -349,21 +394,38 @@ class Config(Strict):
     sinks: list[SinkSection] = Field(default_factory=list)  # events out (config/sinks.py)
     alerts: list[AlertRule] = Field(default_factory=list)  # rules that notify a webhook sink
 
+    def _check_embed_route(self, route: str, embed: str) -> None:
+        """A semantic cache's `embed_route` is an embeddings route or model of this config."""
+        route_targets = self.routes[embed].targets if embed in self.routes else None
+        targets = route_targets if route_targets is not None else [embed]
+        if not all(t in self.models and "embeddings" in self.models[t].supports for t in targets):
+            raise ValueError(
+                f"routes.{route}.cache.embed_route: {embed!r} is not an embeddings route or"
+                " model (one whose models have `supports: [embeddings]`)"
+            )
+        if len(set(targets)) > 1:  # (a mixed_vectors route): vectors of two spaces compared
+            raise ValueError(
+                f"routes.{route}.cache.embed_route: {embed!r} fails over between embeddings"
+                " models; similarity means nothing across them: use a route of one model"
+            )
+
     @model_validator(mode="after")
     def _check_references(self) -> Config:
         for name, model in self.models.items():
-            if model.provider not in self.providers:
-                raise ValueError(
-                    f"models.{name}.provider: unknown provider {model.provider!r}"
-                    f" (known: {', '.join(sorted(self.providers)) or 'none'})"
-                )
-            provider = self.providers[model.provider]
-            if "embeddings" in model.supports and not provider.embeddings:
-                raise ValueError(
-                    f"models.{name}.supports: provider {model.provider!r} is of kind"
-                    f" {provider.kind!r}, which has no embeddings endpoint (use an"
-                    " OpenAI-compatible provider, kind 'openai')"
-                )
+            for i, placement in enumerate(model.placements()):
+                at = "provider" if model.deployments is None else f"deployments.{i}.provider"
+                if placement.provider not in self.providers:
+                    raise ValueError(
+                        f"models.{name}.{at}: unknown provider {placement.provider!r}"
+                        f" (known: {', '.join(sorted(self.providers)) or 'none'})"
+                    )
+                provider = self.providers[placement.provider]
+                if "embeddings" in model.supports and not provider.embeddings:
+                    raise ValueError(
+                        f"models.{name}.supports: provider {placement.provider!r} is of kind"
+                        f" {provider.kind!r}, which has no embeddings endpoint (use an"
+                        " OpenAI-compatible provider, kind 'openai')"
+                    )
         if self.auth.required is False and not is_loopback(self.server.host):
             raise ValueError(
                 f"auth.required: false is allowed only on a loopback bind, not {self.server.host}"
@@ -383,12 +445,22 @@ class Config(Strict):
                     )
             if name in self.models:
                 raise ValueError(f"routes.{name}: a route cannot share a name with a model")
+            if "@" in name and name in _deployment_keys(self.models):
+                raise ValueError(f"routes.{name}: a route cannot share a name with a deployment")
             embedding = [t for t in route.targets if "embeddings" in self.models[t].supports]
             if embedding and len(embedding) < len(route.targets):
                 chat = [t for t in route.targets if t not in embedding]
                 raise ValueError(
                     f"routes.{name}.targets: embeddings models ({', '.join(embedding)}) and chat"
                     f" models ({', '.join(chat)}) cannot share a route"
+                )
+            if len(set(embedding)) > 1 and not route.mixed_vectors:
+                raise ValueError(
+                    f"routes.{name}.targets: embeddings models {', '.join(embedding)} make"
+                    " vectors of different spaces: a fallback would mix them in your index."
+                    " Give one model several `deployments:`, or set"
+                    f" routes.{name}.mixed_vectors: true if your clients check"
+                    " x-turnout-model"
                 )
             if route.baseline is not None and route.baseline not in self.models:
                 raise ValueError(f"routes.{name}.baseline: unknown model {route.baseline!r}")
@@ -402,5 +474,12 @@ class Config(Strict):
                     f"routes.{name}.rollout.candidate: {rollout.candidate!r} is already a"
                     " target of the route: a candidate is a model the route does not use yet"
                 )
+            if route.cache is not None and route.cache.embed_route is not None:
+                self._check_embed_route(name, route.cache.embed_route)
         check_sinks(self.sinks, self.alerts, self.routes)
         return self
+
+
+def _deployment_keys(models: dict[str, ModelConfig]) -> set[str]:
+    """`MODEL@DEPLOYMENT` of every deployment: names a client may force one deployment by."""
+    return {f"{name}@{d.label}" for name, model in models.items() for d in model.deployments or ()}

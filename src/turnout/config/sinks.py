@@ -226,6 +226,22 @@ class AlertRule(Strict):
     above: Probability = 0.2  # fallback_rate: the share of requests that fell back
     over: Duration = 300.0  # fallback_rate: the window the share is taken over
     min_requests: int = Field(5, ge=1)  # fallback_rate: fewer requests in the window say nothing
+    # fallback_rate: a firing rule recovers when the share is at or below this (default 80% of
+    # `above`): a share hovering at the threshold must not fire and recover over and over
+    recover_below: Probability | None = None
+
+    @model_validator(mode="after")
+    def _recovery_below_the_threshold(self) -> AlertRule:
+        if self.recover_below is not None and self.recover_below > self.above:
+            raise ValueError(
+                f"recover_below: {self.recover_below} is above `above` ({self.above}):"
+                " a rule must recover at or below the share it fires above"
+            )
+        return self
+
+    @property
+    def recovers_at(self) -> float:
+        return self.above * 0.8 if self.recover_below is None else self.recover_below
 
 
 def check_sinks(sinks: list[SinkConfig], alerts: list[AlertRule], routes: Any) -> None:

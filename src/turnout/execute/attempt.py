@@ -19,6 +19,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator
 
+from turnout import clock
 from turnout.dialects.classify import output_limit_in
 from turnout.events import AttemptFinished, Publish
 from turnout.execute import guard
@@ -87,7 +88,7 @@ class UpstreamAttempt:
         # routes; strict routes never try it)
         self.request = request if limit is None else dataclasses.replace(request, max_tokens=limit)
         self.call = Call(target.upstream_model, target.timeouts)
-        self.started = time.time()  # epoch seconds, for the outcome and the ledger
+        self.started = clock.now()  # epoch seconds, for the outcome and the ledger
         self.ttft: float | None = None  # seconds to the first content token, once known
         # usage a stream reported before its first token (Anthropic's message_start): what
         # an attempt cancelled then (a lost hedge race) is known to have cost
@@ -267,6 +268,8 @@ class UpstreamAttempt:
             headers=self.call.headers,
             retry_after=error.retry_after if error else None,
             probe=self.probe,
+            deployment=self.target.deployment,
+            request_id=self.request.request_id,
         )
         if (
             self._held is not None

@@ -18,10 +18,10 @@ records beside the first model (`Part.record`).
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
+from turnout import clock
 from turnout.accounting.cost import cost_usd
 from turnout.config.schema import Price
 from turnout.events import Publish
@@ -55,9 +55,9 @@ def candidates(
     """The plan's targets after the broken one, then those before it; none that already
     failed, was skipped, or broke (`broke`) on this request."""
     targets = list(plan.targets)
-    at = next((i for i, t in enumerate(targets) if t.name == broken.name), len(targets))
-    tried = {a.model for a in attempts} | broke | {broken.name}
-    return [t for t in targets[at + 1 :] + targets[:at] if t.name not in tried]
+    at = next((i for i, t in enumerate(targets) if t.key == broken.key), len(targets))
+    tried = {a.model for a in attempts} | broke | {broken.key}
+    return [t for t in targets[at + 1 :] + targets[:at] if t.key not in tried]
 
 
 def prefilled(request: Request, target: Target, text: str, written: int) -> Request:
@@ -255,10 +255,10 @@ async def continue_stream(
     if sent.tool_calls or stream.checked or stream.stale_age is not None:
         return None
     text = sent.text()
-    sent.broke.add(stream.target.name)
+    sent.broke.add(stream.target.key)
     for target in candidates(plan, stream.target, stream.attempts, sent.broke):
-        now = time.time()
-        if target.provider.unavailable_reason() or health.skip_reason(target.name, now):
+        now = clock.now()
+        if target.provider.unavailable_reason() or health.skip_reason(target.key, now):
             continue
         asked = prefilled(request, target, text, len(sent.pieces))
         attempt = UpstreamAttempt(plan, target, asked, publish, deadlines)
@@ -269,7 +269,7 @@ async def continue_stream(
             raise
         if isinstance(opened, UpstreamError):
             # the header is long sent: the ledger row's attempts say what was tried
-            stream.attempts.append(Attempt(target.name, f"continuation({opened.reason})"))
+            stream.attempts.append(Attempt(target.key, f"continuation({opened.reason})"))
             continue
         opened.plan, opened.request, opened.sent = plan, request, sent
         part = Part(

@@ -16,6 +16,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from turnout import clock
 from turnout.events import AttemptFinished, Publish
 from turnout.execute.failures import backoff_delay, should_retry_same_target, timeout_error
 from turnout.execute.no_answer import AllTargetsFailed, PassThroughError
@@ -75,7 +76,7 @@ class Embedder:
         for target in plan.targets:
             skip = self._skip_reason(target, estimate)
             if skip:
-                attempts.append(Attempt(target.name, skip))
+                attempts.append(Attempt(target.key, skip))
                 continue
             for attempt in range(plan.retry.attempts):
                 tries += 1
@@ -89,7 +90,7 @@ class Embedder:
                     break
                 await asyncio.sleep(backoff_delay(error, attempt, plan.retry))
             errors.append(error)
-            attempts.append(Attempt(target.name, error.reason))
+            attempts.append(Attempt(target.key, error.reason))
         raise AllTargetsFailed(plan, attempts, errors, self._retry_after(plan, errors), tries)
 
     async def probe(self, plan: Plan, target: Target) -> None:
@@ -103,7 +104,7 @@ class Embedder:
         self, plan: Plan, target: Target, request: EmbeddingRequest, probe: bool = False
     ) -> EmbeddingResult | UpstreamError:
         call = Call(target.upstream_model, target.timeouts)
-        started, t0 = time.time(), time.perf_counter()
+        started, t0 = clock.now(), time.perf_counter()
         error: UpstreamError | None = None
         result: EmbeddingResult | None = None
         try:
@@ -129,6 +130,8 @@ class Embedder:
                     headers=call.headers,
                     retry_after=error.retry_after if error else None,
                     probe=probe,
+                    deployment=target.deployment,
+                    request_id=request.request_id,
                 )
             )
         )
@@ -156,12 +159,12 @@ class Embedder:
         reason = target.provider.unavailable_reason()
         if reason:
             return f"misconfigured({reason})"
-        return self.health.skip_reason(target.name, time.time(), tokens, 0)
+        return self.health.skip_reason(target.key, clock.now(), tokens, 0)
 
     def _retry_after(self, plan: Plan, errors: list[UpstreamError]) -> float:
         """When the first target is expected back (as the chat scheduler tells its clients)."""
-        now = time.time()
-        back = [self.health.available_at(t.name, now) - now for t in plan.targets]
+        now = clock.now()
+        back = [self.health.available_at(t.key, now) - now for t in plan.targets]
         back += [e.retry_after for e in errors if e.retry_after is not None]
         known = [b for b in back if b > 0]
         return min(known) if known else self.health.config.rate_limit_cooldown

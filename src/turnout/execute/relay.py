@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from turnout import clock
 from turnout.dialects.base import StreamEncoder
 from turnout.execute.accumulate import Accumulator
 from turnout.execute.continuation import Part, total_usage
@@ -161,7 +161,7 @@ class Relay:
                     kept.add(delta)
                 if delta.has_content:
                     if end.first_token_at is None:  # a stored answer replayed: its first token
-                        end.first_token_at = time.time()
+                        end.first_token_at = clock.now()
                     end.pieces += first if delta.content else 0
                     if sent is not None:
                         if delta.content:

@@ -13,17 +13,19 @@ AllTargetsFailed.
 Each try is an UpstreamAttempt (execute/attempt.py) that records its own outcome. `_try` is
 the one place a try is made; on a route with `hedge:` `_hedged` makes it instead, and starts
 a second attempt on the next target when the first is slow (execute/hedge.py). `continuation`
-is asked for a replacement when a committed stream breaks.
+is asked for a replacement when a committed stream breaks. A long prompt whose count routing
+did not wait for (`pending`) makes its first try with `speculate` while the count runs
+(execute/speculate.py); later targets wait for the count and are filtered by it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from turnout import clock
 from turnout.events import AttemptFinished, Publish
 from turnout.execute import guard
 from turnout.execute.accumulate import replay
@@ -32,12 +34,14 @@ from turnout.execute.deadlines import Deadlines
 from turnout.execute.failures import backoff_delay, should_retry_same_target
 from turnout.execute.hedge import HedgeBuckets, LostRaces, Runner, hedge_delay, race
 from turnout.execute.no_answer import AllTargetsFailed, PassThroughError
+from turnout.execute.speculate import CountSkip, settle, speculate
 from turnout.execute.stale import StaleCache
 from turnout.execute.stream import Stream
 from turnout.health import HealthEngine
 from turnout.model import Attempt, ErrorClass, Outcome, Request, Response, UpstreamError
 from turnout.model.tokens import estimate_prompt_tokens
 from turnout.routing import Plan, Target
+from turnout.routing.pending_count import PendingCount
 
 T = TypeVar("T")
 # one try at one target: its answer (a Response, a Stream) or why it failed
@@ -57,6 +61,7 @@ class Progress:
     # a schema no model can satisfy is the client's doing, and must not open breakers
     held: list[Outcome] = field(default_factory=list)
     hedge_earned: bool = False  # this request has refilled its route's hedge bucket
+    pending: PendingCount | None = None  # the prompt's count, when routing did not wait for it
 
 
 @dataclass(slots=True)
@@ -70,23 +75,33 @@ class Completion:
 
 
 class Scheduler:
-    def __init__(self, health: HealthEngine, publish: Publish | None = None) -> None:
+    def __init__(
+        self,
+        health: HealthEngine,
+        publish: Publish | None = None,
+        hedge_buckets: HedgeBuckets | None = None,
+    ) -> None:
         self.health = health
         # each attempt's outcome is published as AttemptFinished; health subscribes. Without
         # a bus (a scheduler built alone), the outcome goes to health directly.
         self.publish = publish or self._to_health
         self.stale = StaleCache()
         self.deadlines = Deadlines()
-        self.hedge_buckets = HedgeBuckets()  # per route: the hedges it may still make
+        # per route: the hedges it may still make (the fleet's, given one: execute/hedge.py)
+        self.hedge_buckets = hedge_buckets or HedgeBuckets()
         self.lost_races = LostRaces()  # per model: how often its first attempts were cut short
 
     # --- the two entry points --------------------------------------------------------------
 
     async def complete(
-        self, plan: Plan, request: Request, skipped: list[Attempt] | None = None
+        self,
+        plan: Plan,
+        request: Request,
+        skipped: list[Attempt] | None = None,
+        pending: PendingCount | None = None,
     ) -> Completion:
         guarded = guard.applies(request, plan.output_schema)
-        progress = Progress(attempts=list(skipped) if skipped else [])
+        progress = Progress(attempts=list(skipped) if skipped else [], pending=pending)
         try:
             served: tuple[Response, Target] = await self._serve(
                 plan, request, lambda attempt: attempt.complete(guarded), progress
@@ -98,9 +113,13 @@ class Scheduler:
         return Completion(response, target, progress.attempts, progress.tries, validated=guarded)
 
     async def stream(
-        self, plan: Plan, request: Request, skipped: list[Attempt] | None = None
+        self,
+        plan: Plan,
+        request: Request,
+        skipped: list[Attempt] | None = None,
+        pending: PendingCount | None = None,
     ) -> Stream:
-        progress = Progress(attempts=list(skipped) if skipped else [])
+        progress = Progress(attempts=list(skipped) if skipped else [], pending=pending)
         try:
             served: tuple[Stream, Target] = await self._serve(
                 plan,
@@ -139,7 +158,7 @@ class Scheduler:
         if entry is None:
             return None
         target = next(t for t in plan.targets if t.name == entry.model)
-        return target, entry.response, time.time() - entry.stored_at
+        return target, entry.response, clock.now() - entry.stored_at
 
     async def _serve(
         self, plan: Plan, request: Request, run: Try, progress: Progress
@@ -163,11 +182,14 @@ class Scheduler:
         wait: float,
         failure: AllTargetsFailed,
     ) -> tuple[T, Target]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while (left := deadline - loop.time()) > 0:
+        # max_wait is a window on the gateway's clock, like the cooldowns it waits out (in a
+        # scenario both are simulated); the polls between looks stay real
+        deadline = clock.monotonic() + wait
+        while (left := deadline - clock.monotonic()) > 0:
             back_in = failure.retry_after or _QUEUE_POLL
-            await asyncio.sleep(min(max(back_in, 0.01), _QUEUE_POLL, left))
+            await asyncio.sleep(
+                min(max(back_in, 0.01) / clock.speed, _QUEUE_POLL, left / clock.speed)
+            )
             if not self._any_available(plan):
                 continue
             try:
@@ -177,8 +199,8 @@ class Scheduler:
         raise failure
 
     def _any_available(self, plan: Plan) -> bool:
-        now = time.time()
-        return any(self.health.available_at(t.name, now) <= now for t in plan.targets)
+        now = clock.now()
+        return any(self.health.available_at(t.key, now) <= now for t in plan.targets)
 
     # --- the failover loop ---------------------------------------------------------------------
 
@@ -191,8 +213,10 @@ class Scheduler:
         targets = iter(plan.targets)  # a hedge takes the next target from here
         for target in targets:
             skip = self._skip_reason(target, request, too_long_for)
+            if not skip and progress.pending is not None and progress.tries:
+                skip = await self._counted_skip(plan, target, progress)
             if skip:
-                attempts.append(Attempt(target.name, skip))
+                attempts.append(Attempt(target.key, skip))
                 continue
             for attempt in range(max(plan.retry.attempts, 1 + plan.guard_retries)):
                 progress.tries += 1
@@ -202,6 +226,8 @@ class Scheduler:
                     target, result = await self._hedged(
                         plan, target, request, run, progress, targets, too_long_for
                     )
+                if isinstance(result, CountSkip):
+                    break  # the count, ended during the try, rules this target out
                 if not isinstance(result, UpstreamError):
                     for outcome in progress.held:  # another answer was valid: these count
                         self.publish(AttemptFinished(outcome))
@@ -212,8 +238,11 @@ class Scheduler:
                 if not should_retry_same_target(error, attempt, plan.retry, plan.guard_retries):
                     break
                 await asyncio.sleep(backoff_delay(error, attempt, plan.retry))
+            if isinstance(result, CountSkip):
+                attempts.append(Attempt(target.key, result.reason))
+                continue
             errors.append(error)
-            attempts.append(Attempt(target.name, error.reason))
+            attempts.append(Attempt(target.key, error.reason))
             if error.error_class is ErrorClass.CONTEXT_LENGTH:
                 # later targets no larger than this one would fail the same way
                 too_long_for = max(too_long_for or 0, target.model.context_window or 0) or None
@@ -223,8 +252,26 @@ class Scheduler:
 
     async def _try(
         self, plan: Plan, target: Target, request: Request, run: Try, progress: Progress
-    ) -> T | UpstreamError:
-        """One try at `target` (a hedged route's tries are `_hedged`'s)."""
+    ) -> T | UpstreamError | CountSkip:
+        """One try at `target` (a hedged route's tries are `_hedged`'s); while the prompt's
+        count runs, alongside it (execute/speculate.py)."""
+        pending = progress.pending
+        if pending is not None:
+            if not pending.done():
+                result: T | UpstreamError | CountSkip = await speculate(
+                    plan,
+                    target,
+                    pending,
+                    progress.attempts,
+                    lambda: self._attempt(plan, target, request, progress),
+                    run,
+                )
+                return result
+            # (a retry at the target whose first try the count ended during)
+            await settle(plan, pending, progress.attempts)
+            reason = pending.skip_reason(target)
+            if reason is not None:
+                return CountSkip(reason)
         attempt = UpstreamAttempt(
             plan, target, request, self.publish, self.deadlines, self.stale, progress.held
         )
@@ -257,7 +304,7 @@ class Scheduler:
             await first.abandon()  # the request was cancelled while it waited
             raise
         second = None
-        if not done and bucket.take():
+        if not done and await bucket.take():
             second = self._spare(targets, request, too_long_for, progress.attempts)
             if second is None:
                 bucket.refund()  # nothing left to hedge with
@@ -277,6 +324,15 @@ class Scheduler:
             result.tries = progress.tries  # it was opened before the hedge was counted
         return winner, result
 
+    @staticmethod
+    async def _counted_skip(plan: Plan, target: Target, progress: Progress) -> str | None:
+        """After the first try, a target waits for the prompt's count (long finished, as a
+        rule: it ran during that try) and is skipped when it cannot hold the prompt."""
+        pending = progress.pending
+        assert pending is not None
+        await settle(plan, pending, progress.attempts)
+        return pending.skip_reason(target)
+
     def _spare(
         self,
         targets: Iterator[Target],
@@ -289,7 +345,7 @@ class Scheduler:
             skip = self._skip_reason(target, request, too_long_for)
             if not skip:
                 return target
-            attempts.append(Attempt(target.name, skip))
+            attempts.append(Attempt(target.key, skip))
         return None
 
     def _attempt(
@@ -304,8 +360,8 @@ class Scheduler:
         Before health knows anything (the first failures of a dead route, no breaker open
         yet), the cooldown health itself gives a 429 that does not say when to come back:
         a client is always told when to retry, never left to hammer or give up."""
-        now = time.time()
-        back = [self.health.available_at(t.name, now) - now for t in plan.targets]
+        now = clock.now()
+        back = [self.health.available_at(t.key, now) - now for t in plan.targets]
         back += [e.retry_after for e in errors if e.retry_after is not None]
         known = [b for b in back if b > 0]
         return min(known) if known else self.health.config.rate_limit_cooldown
@@ -321,9 +377,9 @@ class Scheduler:
             window = target.model.context_window
             if window is not None and window <= too_long_for:
                 return "context_length(skipped)"
-        health = self.health.models[target.name]
+        health = self.health.models[target.key]
         prompt = estimate_prompt_tokens(request) if health.limits.windows else 0
-        return self.health.skip_reason(target.name, time.time(), prompt, request.max_tokens or 0)
+        return self.health.skip_reason(target.key, clock.now(), prompt, request.max_tokens or 0)
 
     # --- probes -------------------------------------------------------------------------------
 

@@ -4,12 +4,12 @@ no target can answer, a recent stored answer beats an error."""
 from __future__ import annotations
 
 import hashlib
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import orjson
 
+from turnout import clock
 from turnout.model import Request, Response
 
 _MAX_ENTRIES = 2048  # per gateway process; oldest out first
@@ -49,13 +49,13 @@ class StaleCache:
 
     def put(self, route: str, request: Request, response: Response, model: str) -> None:
         key = request_key(route, request)
-        self._entries[key] = StaleEntry(response, model, time.time())
+        self._entries[key] = StaleEntry(response, model, clock.now())
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
 
     def get(self, route: str, request: Request, max_age: float) -> StaleEntry | None:
         entry = self._entries.get(request_key(route, request))
-        if entry is None or time.time() - entry.stored_at > max_age:
+        if entry is None or clock.now() - entry.stored_at > max_age:
             return None
         return entry

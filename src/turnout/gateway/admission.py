@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
+from collections.abc import Callable
 
+from turnout import clock
 from turnout.accounting.auth import Authenticator, Identity
 from turnout.accounting.budgets import Verdict
 from turnout.accounting.service import Accounting
@@ -73,10 +74,9 @@ def admit(
 ) -> None:
     """The key's route rights, policy override, rate limits, then budgets (block, or
     downgrade to cheaper targets by excluding the dearer ones), counted in this process
-    (embeddings' admission, and chat's when nothing is counted by the fleet:
-    `admit_request` is the shared one)."""
+    (when nothing is counted by the fleet: `admit_request` is the shared one)."""
     _check_rights(identity, plan, request)
-    now = time.time()
+    now = clock.now()
     wait = accounting.limiter.admit(identity.key, now) if identity.key is not None else None
     if wait is not None:
         raise _rate_limited(identity, wait)
@@ -90,19 +90,18 @@ async def admit_request(
     plan: Plan,
     request: Request,
     request_id: str,
+    estimate: Callable[[], float] | None = None,
 ) -> None:
     """`admit`, with the key's limits and the budgets counted once for every process that
     shares the state backend (one Redis round trip, only when a limit or budget applies),
-    and the request's expected cost reserved until it ends (`expected_cost`)."""
+    and the request's expected cost reserved until it ends (`estimate`, by default
+    `expected_cost`: embeddings give their own)."""
     _check_rights(identity, plan, request)
-    typical = accounting.typical_output.get(plan.route)
+    if estimate is None:
+        typical = accounting.typical_output.get(plan.route)
+        estimate = lambda: expected_cost(plan, request, typical)
     wait, verdict = await accounting.admit(
-        request_id,
-        identity.key,
-        plan.route,
-        runtime.budgets,
-        lambda: expected_cost(plan, request, typical),
-        time.time(),
+        request_id, identity.key, plan.route, runtime.budgets, estimate, clock.now()
     )
     if wait is not None:
         raise _rate_limited(identity, wait)
@@ -130,7 +129,7 @@ async def pace(pacer: Pacer, plan: Plan, skipped: list[Attempt]) -> Plan:
     for pass_ in range(2):
         waits: list[tuple[Target, float]] = []
         for target in plan.targets:
-            wait = await pacer.take(target.name)
+            wait = await pacer.take(target.key)  # (a deployment has its own limits)
             if wait is None:
                 break
             waits.append((target, wait))
@@ -138,15 +137,13 @@ async def pace(pacer: Pacer, plan: Plan, skipped: list[Attempt]) -> Plan:
             soonest = min(wait for _, wait in waits)
             if pass_ or soonest > _MAX_PACING_WAIT:
                 return plan
-            await asyncio.sleep(soonest)
+            await asyncio.sleep(soonest / clock.speed)  # a slot of the window: clock time
             continue
         if not waits:
             return plan
-        skipped += [Attempt(t.name, f"rate_limited(paced {w:.1f}s)") for t, w in waits]
-        out = {t.name for t, _ in waits}
-        return dataclasses.replace(
-            plan, targets=tuple(t for t in plan.targets if t.name not in out)
-        )
+        skipped += [Attempt(t.key, f"rate_limited(paced {w:.1f}s)") for t, w in waits]
+        out = {t.key for t, _ in waits}
+        return dataclasses.replace(plan, targets=tuple(t for t in plan.targets if t.key not in out))
     return plan
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from turnout.cache import HIT, Lookup
+from turnout.cache import Lookup
 from turnout.execute import Relay, RelayEnd, Stream
 from turnout.execute.accumulate import replay
 from turnout.gateway.answer import Answer
@@ -16,14 +16,20 @@ from turnout.model import Request, Response, UpstreamError, Usage
 
 
 def cache_headers(lookup: Lookup | None) -> dict[str, str]:
-    """x-turnout-cache on every answer of a route with a cache; a hit's age and savings."""
+    """x-turnout-cache on every answer of a route with a cache (`similar(0.97)` for a
+    semantic hit, with the exact figure in x-turnout-cache-similarity); a hit's age and
+    savings."""
     if lookup is None:
         return {}
     headers = {"x-turnout-cache": lookup.verdict}
-    entry = lookup.entry
-    if lookup.verdict == HIT and entry is not None:
+    entry, similarity = lookup.entry, lookup.similarity
+    if entry is not None:
         headers["age"] = str(int(entry.age))
         headers["x-turnout-cache-saved-usd"] = f"{entry.cost_usd:.8f}"
+    if similarity is not None:
+        # floored: the header never shows a similarity above the one found
+        headers["x-turnout-cache"] = f"{lookup.verdict}({int(similarity * 100) / 100:.2f})"
+        headers["x-turnout-cache-similarity"] = f"{similarity:.4f}"
     return headers
 
 
@@ -36,7 +42,8 @@ def serve_hit(exchange: Exchange, request: Request, lookup: Lookup) -> Answer:
     target = next((t for t in known if t.name == entry.model), None)
     row.model = entry.model
     row.provider = target.provider.name if target is not None else None
-    row.cache, row.cache_saved_usd = HIT, entry.cost_usd
+    row.cache, row.cache_saved_usd = lookup.verdict, entry.cost_usd  # hit | similar
+    row.cache_similarity = lookup.similarity
     row.cost_usd = row.baseline_cost_usd = 0.0  # nothing spent upstream, nothing to route
     response = _served(entry.response)
     version, headers = exchange.runtime.version, cache_headers(lookup)

@@ -17,7 +17,8 @@ import math
 import time
 from typing import Any
 
-from turnout.accounting.auth import ANONYMOUS, Authenticator, Identity
+from turnout import clock
+from turnout.accounting.auth import ANONYMOUS, Authenticator, AuthError, Identity
 from turnout.accounting.records import LedgerRow
 from turnout.accounting.service import Accounting, data_dir
 from turnout.cache import Lookup, ResponseCache, directives
@@ -40,12 +41,15 @@ from turnout.execute import (
     Stream,
 )
 from turnout.execute.embed import Embedder, estimate_tokens
+from turnout.execute.hedge import FleetHedges, HedgeBuckets
 from turnout.gateway.admission import Refused, admit, admit_request, pace, plan_for
 from turnout.gateway.answer import Answer, turnout_headers
+from turnout.gateway.cache_embed import embed_for_cache
 from turnout.gateway.cached import cache_headers, serve_hit
 from turnout.gateway.embeddings import (
     EmbeddingAnswer,
     admit_embeddings,
+    as_request,
     embeddings_plan,
     order,
     refuse_chat,
@@ -65,6 +69,7 @@ from turnout.providers.base import Provider
 from turnout.rollouts import FileStore, Rollouts
 from turnout.routing import Plan, Planner, Target
 from turnout.routing.capabilities import serves_embeddings
+from turnout.routing.prompt_size import warm_up as warm_up_tokenizer
 from turnout.routing.selector import Selector
 from turnout.routing.sessions import SharedSessions
 from turnout.sinks import attach_sinks
@@ -80,11 +85,17 @@ class Gateway:
         store = make_store(config.state.backend, config.state.url, config.state.prefix)
         self.bus = EventBus()
         self.health = HealthEngine(config.health, store, self.bus.publish)
-        self.scheduler = Scheduler(self.health, self.bus.publish)
+        # with Redis, a route's hedge cap holds for the fleet, not per process (issue 17)
+        fleet_hedges = (
+            FleetHedges(config.state.url, config.state.prefix, self.bus.publish)
+            if config.state.backend == "redis"
+            else None
+        )
+        self.scheduler = Scheduler(self.health, self.bus.publish, HedgeBuckets(fleet_hedges))
         self.embedder = Embedder(self.health, self.bus.publish)  # POST /v1/embeddings' attempts
         self.selector = Selector(self.health)
         for name, model in config.models.items():
-            self.health.register(name, model.provider)
+            self.health.register_model(name, model)
         self.accounting = Accounting(config, self.bus.publish)
         # with Redis: sessions and rate-limit headroom shared by every process (issue 17)
         shared = config.state.url if config.state.backend == "redis" else None
@@ -127,6 +138,8 @@ class Gateway:
         self.auth = Authenticator(self.accounting.store)
         self.cache = ResponseCache(config.state)  # routes' `cache:` (shared with Redis state)
         self.cache.configure(config)
+        # semantic mode: the prompt's vector from this gateway's own embeddings route
+        self.cache.embed = functools.partial(embed_for_cache, self.arrive, self.embed)
         self._probes: asyncio.Task[None] | None = None
         self._probing: set[str] = set()
         self._reloading = asyncio.Lock()
@@ -165,6 +178,8 @@ class Gateway:
         await self.rollouts.start()
         await self.pacer.start()
         await self.cache.start()
+        if any(m.context_window for m in self.config.models.values()):
+            warm_up_tokenizer()  # the context-window filter will count: load it now
         self._probes = asyncio.create_task(self._probe_loop(), name="health-probes")
 
     async def close(self) -> None:
@@ -179,6 +194,7 @@ class Gateway:
         await self.auth.close()
         await self.health.close()
         await self.pacer.close()
+        await self.scheduler.hedge_buckets.close()
         if self.sessions is not None:
             await self.sessions.close()
         for provider in self.runtime.providers.values():
@@ -221,7 +237,7 @@ class Gateway:
                     await provider.close()
                 return self._reloaded(old, old, source, f"{type(exc).__name__}: {exc}")
             for name, model in config.models.items():
-                self.health.register(name, model.provider)
+                self.health.register_model(name, model)
             self.accounting.spend.use(new.budgets)
             self.rollouts.configure(config)
             self.cache.configure(config)
@@ -257,7 +273,7 @@ class Gateway:
             source=source,
             error=before.redactor(error) if error else None,
             restart_needed=waiting,
-            at=time.time(),
+            at=clock.now(),
         )
         if error:
             log.error(
@@ -293,6 +309,18 @@ class Gateway:
         exchange.identified(identity)  # or AuthError
         return identity
 
+    async def operator(
+        self, headers: Any, address: str | None, what: str = "This endpoint"
+    ) -> Identity:
+        """The caller of an operator's endpoint (/admin/*, /health/providers, /metrics,
+        /dashboard): with auth on, an admin key. Raises AuthError: 401 or 429 as for any
+        request, 403 for a key that is not an admin's."""
+        rules = self.runtime.auth
+        identity = await self.auth.identify(headers, rules, address)
+        if rules.required and not identity.admin:
+            raise AuthError(403, f"{what} needs an admin key.", "admin_key_required")
+        return identity
+
     async def handle(
         self, request: Request, exchange: Exchange, cache_control: str | None = None
     ) -> Answer:
@@ -301,6 +329,7 @@ class Gateway:
         (no-cache, no-store), for a route with a response cache."""
         runtime, row = exchange.runtime, exchange.row
         row.route, row.stream, row.session = request.model, request.stream, request.session
+        request.request_id = row.id  # its attempts' outcomes name it
         plan = plan_for(runtime, request)
         if serves_embeddings(plan):
             raise refuse_chat(plan)  # an embeddings model would answer chat with an error
@@ -334,11 +363,11 @@ class Gateway:
             request.answer_format = row.dialect  # only the client reads the answer
         try:
             if request.stream:
-                stream = await self.scheduler.stream(plan, request, skipped)
+                stream = await self.scheduler.stream(plan, request, skipped, selection.pending)
                 return self._streaming(
                     exchange, plan, request, stream, capturing, shadowing, lookup
                 )
-            completion = await self.scheduler.complete(plan, request, skipped)
+            completion = await self.scheduler.complete(plan, request, skipped, selection.pending)
         except AllTargetsFailed as exc:
             row.attempts = _reasons(exc.attempts)
             raise _all_failed(exc) from None
@@ -384,9 +413,14 @@ class Gateway:
         policy, failed over and recorded as chat is; the attempts are execute/embed.py's."""
         runtime, row = exchange.runtime, exchange.row
         row.route, row.session = request.model, request.session
+        request.request_id = row.id  # its attempts' outcomes name it
         plan = embeddings_plan(runtime, request)  # or a 404 naming the embeddings routes
-        admit_embeddings(runtime, self.accounting, exchange.identity or ANONYMOUS, plan, request)
         tokens = estimate_tokens(request)
+        identity = exchange.identity or ANONYMOUS
+        await admit_embeddings(runtime, self.accounting, identity, plan, request, row.id, tokens)
+        sessions, consistency = self.sessions, plan.consistency
+        if sessions is not None and consistency is not None:  # the fleet's map, as for chat
+            await sessions.recall(consistency, as_request(request))
         plan, skipped = order(plan, request, self.health, tokens)
         try:
             embedded = await self.embedder.embed(plan, request, skipped, tokens)
@@ -401,6 +435,8 @@ class Gateway:
         self._priced(row, plan, target, embedded.attempts, usage)
         row.status, row.outcome, row.usage_estimated = 200, "ok", embedded.usage_estimated
         remember(plan, request, target.name)
+        if sessions is not None and consistency is not None:
+            await sessions.remember(consistency, as_request(request), target.name)
         exchange.finish()
         answer = Answer(
             row.id,
@@ -504,14 +540,15 @@ class Gateway:
     async def _probe_loop(self) -> None:
         """Half-open models with no traffic, and rejected keys, get a synthetic tiny request."""
         while True:
-            await asyncio.sleep(self.config.health.probe_interval)
-            now, runtime = time.time(), self.runtime
-            for model in self.health.due_probes(now):
-                plan = runtime.plan(model)
+            # a real sleep: under simulated time (turnout.clock) probes keep their simulated pace
+            await asyncio.sleep(self.config.health.probe_interval / clock.speed)
+            now, runtime = clock.now(), self.runtime
+            for model in self.health.due_probes(now):  # (health keys: a deployment's own)
+                plan = runtime.plan(self.health.model_of(model))
                 if plan is None or model in self._probing:
                     continue
-                target = plan.targets[0]
-                if target.provider.unavailable_reason():
+                target = next((t for t in plan.targets if t.key == model), None)
+                if target is None or target.provider.unavailable_reason():
                     continue
                 if self.health.skip_reason(model, now) is not None:
                     continue  # (this call also claims the half-open probe slot)
@@ -552,6 +589,8 @@ def _answer(
     """The answer of `target`, saying so when it was asked for fewer tokens than the client
     wanted (its output limit, or its window less the prompt)."""
     answer = Answer(row.id, plan.route, target.name, tries, attempts, **fields)
+    if target.deployment is not None:  # a model with several deployments: which one answered
+        answer.extra_headers["x-turnout-deployment"] = target.deployment
     limit = target.output_limit(request)
     if limit is not None:
         answer.extra_headers["x-turnout-max-tokens"] = f"{limit} (asked {request.max_tokens})"

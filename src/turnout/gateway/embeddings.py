@@ -1,6 +1,7 @@
 """What the core needs for an embeddings request that chat does not: finding an embeddings
-route (with refusals that say how to get one), admission through chat's own `admit`, and the
-route's order of targets (the client's exclusions, the policy, session stickiness).
+route (with refusals that say how to get one), admission through chat's own (counted by the
+fleet as chat's is), and the route's order of targets (the client's exclusions, the policy,
+session stickiness).
 
 The flow itself is `Gateway.embed` (gateway/core.py), beside `Gateway.handle`, so that both
 read alike; the attempts are execute/embed.py's."""
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from turnout.accounting.auth import Identity
 from turnout.accounting.service import Accounting
 from turnout.execute.embed import Embedded
-from turnout.gateway.admission import Refused, admit, quote
+from turnout.gateway.admission import Refused, admit, admit_request, quote
 from turnout.gateway.answer import Answer
 from turnout.gateway.runtime import Runtime
 from turnout.health import HealthEngine
@@ -90,18 +91,31 @@ def as_request(request: EmbeddingRequest) -> Request:
     )
 
 
-def admit_embeddings(
+async def admit_embeddings(
     runtime: Runtime,
     accounting: Accounting,
     identity: Identity,
     plan: Plan,
     request: EmbeddingRequest,
+    request_id: str,
+    tokens: int,
 ) -> None:
     """Chat's admission, unchanged: the key's route rights, rate limits and budgets (which
-    may exclude the targets over budget)."""
+    may exclude the targets over budget), counted once by the fleet when the state backend
+    is shared (as chat's are), else in this process. `tokens`: the inputs' estimated size,
+    whose cost at the dearest target is reserved against the budgets until the end."""
     seen = as_request(request)
-    admit(runtime, accounting, identity, plan, seen)
+    if accounting.counts_shared(identity.key, plan.route, runtime.budgets):
+        estimate = lambda: expected_embedding_cost(plan, tokens)
+        await admit_request(runtime, accounting, identity, plan, seen, request_id, estimate)
+    else:  # this process counts (no Redis, or no limit or budget applies): no round trip
+        admit(runtime, accounting, identity, plan, seen)
     request.exclude = seen.exclude
+
+
+def expected_embedding_cost(plan: Plan, tokens: int) -> float:
+    """The inputs at the dearest input price among the route's targets (no output)."""
+    return tokens * max(t.price.input for t in plan.targets) / 1_000_000
 
 
 def order(

@@ -12,6 +12,7 @@ import os
 import time
 from typing import Protocol
 
+from turnout import clock
 from turnout.accounting.auth import Identity
 from turnout.accounting.records import LedgerRow
 from turnout.events import Publish, RequestFinished
@@ -49,7 +50,7 @@ class Exchange:
     def __init__(self, dialect: str, runtime: Runtime, client: Client, publish: Publish) -> None:
         self.row = LedgerRow(
             id=next_request_id(),
-            started_at=time.time(),
+            started_at=clock.now(),
             route="",
             dialect=dialect,
             stream=False,

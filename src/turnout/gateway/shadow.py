@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import time
 
+from turnout import clock
 from turnout.accounting.records import LedgerRow
 from turnout.accounting.service import Accounting
 from turnout.config.schema import RetryConfig
@@ -82,7 +83,7 @@ class ShadowCopies:
         candidate = plan.candidate
         row = LedgerRow(
             id=next_request_id(),
-            started_at=time.time(),
+            started_at=clock.now(),
             route=f"{plan.route}:shadow",
             dialect="shadow",
             stream=False,

@@ -19,11 +19,11 @@ and ended; misconfigured; recovered) is also published on the event bus as Healt
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from typing import Any
 
-from turnout.config.schema import HealthConfig
+from turnout import clock
+from turnout.config.schema import HealthConfig, ModelConfig
 from turnout.events import AttemptFinished, HealthChanged, HealthState, Publish
 from turnout.health.breaker import Breaker, BreakerState
 from turnout.health.latency import LatencyStats
@@ -56,9 +56,17 @@ def model_scoped(status: int | None) -> bool:
 
 
 class ModelHealth:
-    def __init__(self, name: str, provider: str, config: HealthConfig) -> None:
-        self.name = name
+    def __init__(
+        self,
+        name: str,
+        provider: str,
+        config: HealthConfig,
+        deployment: tuple[str, str, int] | None = None,
+    ) -> None:
+        self.name = name  # the model's name, or `NAME@DEPLOYMENT` (its health key)
         self.provider = provider
+        # one of a model's several deployments: (model, label, priority)
+        self.deployment = deployment
         self.breaker = Breaker(config.breaker)
         self.cooldown_until = 0.0
         self.cooldown_reason: str | None = None  # rate_limited | quota
@@ -100,8 +108,28 @@ class HealthEngine:
 
     # --- set-up and sharing -------------------------------------------------------------
 
-    def register(self, model: str, provider: str) -> None:
-        self.models.setdefault(model, ModelHealth(model, provider, self.config))
+    def register(
+        self, model: str, provider: str, deployment: tuple[str, str, int] | None = None
+    ) -> None:
+        """`model`: a health key; `deployment`: (model, label, priority) when it is one of a
+        model's several deployments (its key is then `MODEL@LABEL`)."""
+        if model not in self.models:
+            self.models[model] = ModelHealth(model, provider, self.config, deployment)
+
+    def register_model(self, name: str, model: ModelConfig) -> None:
+        """A configured model: its health, or each of its deployments' own."""
+        if model.deployments is None:
+            assert model.provider is not None  # (config: one of provider, deployments)
+            self.register(name, model.provider)
+            return
+        for deployment in model.deployments:
+            key = f"{name}@{deployment.label}"
+            self.register(key, deployment.provider, (name, deployment.label, deployment.priority))
+
+    def model_of(self, key: str) -> str:
+        """The configured model a health key belongs to (itself, but for a deployment)."""
+        health = self.models.get(key)
+        return health.deployment[0] if health is not None and health.deployment else key
 
     async def start(self) -> None:
         await self.store.start(self.apply_remote)
@@ -116,7 +144,7 @@ class HealthEngine:
             health = self.models[name]
             if document.get("at", 0) < health.updated:
                 return
-            now = time.time()
+            now = clock.now()
             was = health.breaker.state, health.cooldown_until > now
             health.breaker.adopt(document["breaker"], document["open_until"], document["level"])
             health.cooldown_until = document["cooldown_until"]
@@ -135,9 +163,9 @@ class HealthEngine:
                 }
                 if current is None:
                     reason = document["reason"]
-                    self._announce_scope(name, HealthState.MISCONFIGURED, reason, time.time())
+                    self._announce_scope(name, HealthState.MISCONFIGURED, reason, clock.now())
             elif self.misconfigured.pop(name, None) is not None:
-                self._announce_scope(name, HealthState.RECOVERED, _ADOPTED, time.time())
+                self._announce_scope(name, HealthState.RECOVERED, _ADOPTED, clock.now())
 
     def _announce_adopted(
         self, health: ModelHealth, was: tuple[BreakerState, bool], now: float
@@ -182,7 +210,7 @@ class HealthEngine:
         """A provider this process cannot use at all (its key's variable is unset): local
         to this process, never shared (another process may have the key) and never probed."""
         log.error("provider %s is misconfigured: %s", provider, reason)
-        now = time.time()
+        now = clock.now()
         self.misconfigured[f"provider:{provider}"] = {
             "reason": reason,
             "at": now,
@@ -193,7 +221,7 @@ class HealthEngine:
 
     def mark_misconfigured(self, scope: str, reason: str, now: float | None = None) -> None:
         """`scope`: "provider:NAME" for a rejected key, "model:NAME" for a rejected model."""
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         current = self.misconfigured.get(scope)
         if current is None or current["reason"] != reason:
             log.error("%s is misconfigured: %s", scope.replace(":", " ", 1), reason)
@@ -216,7 +244,7 @@ class HealthEngine:
         if entry.get("local"):
             del self.misconfigured[scope]
         else:
-            entry["probe_at"] = time.time()
+            entry["probe_at"] = clock.now()
 
     def _misconfiguration(self, health: ModelHealth) -> dict[str, Any] | None:
         if not self.misconfigured:
@@ -225,10 +253,12 @@ class HealthEngine:
             f"model:{health.name}"
         )
 
-    def _clear_misconfigured(self, health: ModelHealth, now: float) -> None:
+    def _clear_misconfigured(self, health: ModelHealth, outcome: Outcome, now: float) -> None:
         for scope in (f"provider:{health.provider}", f"model:{health.name}"):
             entry = self.misconfigured.get(scope)
-            if entry is not None and not entry.get("local"):
+            # a success proves the key only when it was sent after the key was rejected: a
+            # long stream begun before the 401 still ends well, and would heal it at once
+            if entry is not None and not entry.get("local") and outcome.started >= entry["at"]:
                 del self.misconfigured[scope]
                 log.warning("%s answered again: no longer misconfigured", scope.replace(":", " "))
                 self.store.publish(f"misconfigured:{scope}", {"reason": None, "at": now})
@@ -281,7 +311,10 @@ class HealthEngine:
     # --- learning from outcomes -------------------------------------------------------------
 
     def record(self, outcome: Outcome) -> None:
-        health = self.models.get(outcome.model)
+        key = outcome.model
+        if outcome.deployment is not None:  # (a string built only for such models)
+            key = f"{key}@{outcome.deployment}"
+        health = self.models.get(key)
         if health is None:
             return
         now = outcome.started + outcome.latency
@@ -300,7 +333,7 @@ class HealthEngine:
         if not outcome.probe:
             health.latency.add(prompt, outcome.latency, outcome.ttft)
         if self.misconfigured:
-            self._clear_misconfigured(health, now)
+            self._clear_misconfigured(health, outcome, now)
         changed = health.breaker.on_success(now)
         if changed:
             self._announce(health, HealthState.CLOSED, "probe succeeded", now)
@@ -398,7 +431,7 @@ class HealthEngine:
 
     def state(self, model: str, now: float | None = None) -> dict[str, Any]:
         """The model's state for people: healthy, open until T, rate-limited until T, ..."""
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         health = self.models[model]
         misconfigured = self._misconfiguration(health)
         if misconfigured is not None:
@@ -416,11 +449,12 @@ class HealthEngine:
         return {"state": "healthy"}
 
     def snapshot(self) -> dict[str, Any]:
-        now = time.time()
-        models = {}
+        now = clock.now()
+        models: dict[str, Any] = {}
+        deployments: dict[str, list[tuple[int, str, dict[str, Any]]]] = {}
         for name, health in self.models.items():
             latency = health.latency.summary()
-            models[name] = {
+            entry = models[name] = {
                 "provider": health.provider,
                 **self.state(name, now),
                 "breaker": health.breaker.state.value,
@@ -434,6 +468,12 @@ class HealthEngine:
                 "latency": latency,
                 "last_error": health.last_error,
             }
+            if health.deployment is not None:
+                model, label, priority = health.deployment
+                entry["priority"] = priority
+                deployments.setdefault(model, []).append((priority, label, models.pop(name)))
+        for model, entries in deployments.items():
+            models[model] = _deployments_view(entries)
         return {
             "models": models,
             "providers": {
@@ -447,3 +487,17 @@ class HealthEngine:
             },
             "state_backend": {"shared": self.store.shared},
         }
+
+
+def _deployments_view(entries: list[tuple[int, str, dict[str, Any]]]) -> dict[str, Any]:
+    """A model with several deployments, as people read it: the state of the deployment
+    that serves now (the most preferred healthy one, else the most preferred), and each
+    deployment's own state under `deployments`."""
+    entries.sort(key=lambda e: e[0])
+    healthy = [e for e in entries if e[2]["state"] == "healthy"]
+    _, label, active = (healthy or entries)[0]
+    return {
+        **active,
+        "deployment": label,
+        "deployments": {label: entry for _, label, entry in entries},
+    }

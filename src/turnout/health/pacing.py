@@ -28,6 +28,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from turnout import clock
 from turnout.events import AttemptFinished
 from turnout.health.ratelimits import parse_windows
 
@@ -217,12 +218,25 @@ class Pacer:
         outcome = event.outcome
         if not outcome.headers:
             return
-        now = time.time()
-        for window in parse_windows(outcome.headers, now):
+        now = clock.now()
+        # a relative reset (`6m0s`) counts from when the upstream took the request in, not from
+        # when the attempt ended: read a stream's length later, the window would seem to end
+        # that much later, and be renewed that much late
+        sent = outcome.started or now
+        for window in parse_windows(outcome.headers, sent):
             if window.kind != "requests" or window.reset_at is None or window.remaining is None:
                 continue
+            if window.reset_at <= now:
+                continue  # a window already over: it tells nothing of the current one
             limit = window.limit if window.limit is not None else window.remaining
-            self._learn(outcome.model, window.remaining, limit, window.reset_at, now)
+            if limit <= 0:
+                # "none left" with no limit (a bare 429's headers): the 429's cooldown covers
+                # it; a window renewed at a limit of 0 would never let a request through again
+                continue
+            model = outcome.model  # a deployment's own limits: `MODEL@DEPLOYMENT`
+            if outcome.deployment is not None:
+                model = f"{model}@{outcome.deployment}"
+            self._learn(model, window.remaining, limit, window.reset_at, now)
             return
 
     def _learn(self, model: str, remaining: int, limit: int, reset_at: float, now: float) -> None:
@@ -250,7 +264,7 @@ class Pacer:
             else:
                 return float(answer[1]) if int(answer[0]) else None
         headroom = self.local.get(model)
-        return headroom.take(time.time()) if headroom is not None else None
+        return headroom.take(clock.now()) if headroom is not None else None
 
     # --- Redis ----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from turnout.accounting.auth import AuthError
 from turnout.dialects.openai.ingress import encode_error
 from turnout.events import RequestFinished
 from turnout.gateway import Gateway
-from turnout.metrics.recorder import Instruments, Recorder
+from turnout.metrics.recorder import ChildRecorder, Instruments, TallyRecorder
 from turnout.metrics.state import Mirror, StateCollector
 
 log = logging.getLogger("turnout.metrics")
@@ -31,7 +31,7 @@ def multiprocess_dir() -> str | None:
 
 
 class MetricsEndpoint:
-    """Subscribes the recorder to the gateway's bus (inline: a few increments per request)
+    """Subscribes the recorder to the gateway's bus (inline: a few additions per request)
     and answers GET /metrics. With `metrics: {enabled: false}` it records nothing and /metrics
     is a 404."""
 
@@ -44,14 +44,20 @@ class MetricsEndpoint:
         self._task: asyncio.Task[None] | None = None  # held: ends with the event loop
         if not self.enabled:
             return
-        recorder = Recorder(Instruments(self.registry), lambda: gateway.config)
+        config = lambda: gateway.config  # the config serving now (a reload swaps it)
+        state = StateCollector(gateway.health, gateway.accounting.ledger_stats, gateway.bus.stats)
+        if self.shared is None:  # one process: plain numbers per request, families when scraped
+            tallies = TallyRecorder(config)
+            gateway.bus.subscribe(
+                tallies.on_request, kinds=(RequestFinished,), inline=True, name="metrics"
+            )
+            self.registry.register(tallies.tallies)
+            self.registry.register(state)  # read when scraped
+            return
+        recorder = ChildRecorder(Instruments(self.registry), config)
         gateway.bus.subscribe(
             recorder.on_request, kinds=(RequestFinished,), inline=True, name="metrics"
         )
-        state = StateCollector(gateway.health, gateway.accounting.ledger_stats, gateway.bus.stats)
-        if self.shared is None:
-            self.registry.register(state)  # read when scraped
-            return
         self._mirror = Mirror(state, self.registry)
         self._task = asyncio.get_running_loop().create_task(self._mirroring(), name="metrics")
 
@@ -90,15 +96,12 @@ class MetricsEndpoint:
         the config made the metrics public. A refusal is in OpenAI's error shape."""
         if self.gateway.config.metrics.public:
             return None
-        rules = self.gateway.runtime.auth
         try:
-            identity = await self.gateway.auth.identify(http.headers, rules, http.remote)
+            await self.gateway.operator(http.headers, http.remote)
         except AuthError as exc:
             refused = _error(exc.status, exc.message, exc.error_type, exc.code)
             refused.headers.update(exc.headers)
             return refused
-        if rules.required and not identity.admin:
-            return _error(403, "This endpoint needs an admin key.", "permission_error")
         return None
 
 

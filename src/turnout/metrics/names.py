@@ -32,6 +32,22 @@ OPERATION = "chat"  # gen_ai.operation.name: both client APIs are chat completio
 UNKNOWN = "unknown"  # a route (or forced model) the config does not name
 NONE = "none"  # no model answered (every target failed, or the request was refused)
 
+# each request metric's help text: one wording, whichever way it is recorded (recorder.py's
+# prometheus_client metrics with workers, tallies.py's families in one process)
+HELP = {
+    "tokens": "Number of input and output tokens used (billable tokens, as priced).",
+    "duration": "GenAI operation duration: a client request from its arrival to its end,"
+    " failovers included.",
+    "ttft": "Time to the first token of a streamed answer, from the request's arrival (failed"
+    " attempts before it included).",
+    "requests": "Client requests by route, answering model and outcome.",
+    "fallbacks": "Targets passed over (failed or skipped) before the answering one: from_model"
+    " was not used, to_model answered (`none`: nothing did).",
+    "cost": "What the answers cost, in USD, at the configured prices.",
+    "savings": "Baseline cost less actual cost, in USD, summed since the gateway started"
+    " (negative when dearer models answered).",
+}
+
 GEN_AI_LABELS = (
     "gen_ai_operation_name",
     "gen_ai_provider_name",

@@ -10,7 +10,6 @@ where the scraping worker reads them all. Each gauge says how the workers' value
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from turnout import clock
 from turnout.health import HealthEngine
 from turnout.health.breaker import BreakerState
 
@@ -47,7 +47,7 @@ class StateCollector(Collector):
         self.bus_stats = bus_stats
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._health(time.time())
+        yield from self._health(clock.now())
         yield from self._ledger()
         yield from self._events()
 

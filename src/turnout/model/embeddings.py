@@ -31,6 +31,7 @@ class EmbeddingRequest:
     session: str | None = None
     exclude: frozenset[str] = frozenset()
     policy: str | None = None
+    request_id: str | None = None  # the gateway's id of this request (the ledger row's)
 
     @property
     def tokenized(self) -> bool:

@@ -64,6 +64,8 @@ class Request:
     session: str | None = None
     exclude: frozenset[str] = frozenset()
     policy: str | None = None  # x-turnout-route-policy, from an admin key only
+    # the gateway's id of the client request this is (the ledger row's): attempts carry it
+    request_id: str | None = None
     # the prompt's tokens, when routing had to count them (a context window was close)
     prompt_tokens: int | None = None
     # the wire format the client speaks, set by the core when nothing but the client needs the
@@ -153,3 +155,6 @@ class Outcome:
     headers: Mapping[str, str] | None = None  # upstream response headers (rate limits)
     retry_after: float | None = None  # seconds, when the upstream said when to come back
     probe: bool = False  # a synthetic health probe, not a client's request
+    # which deployment of `model` was tried, for a model with several (health is per deployment)
+    deployment: str | None = None
+    request_id: str | None = None  # the client request it was tried for (None: a probe)

@@ -34,6 +34,7 @@ import time
 import uuid
 from typing import Any
 
+from turnout import clock
 from turnout.config.rollout import RolloutConfig
 from turnout.config.schema import Config
 from turnout.events import AttemptFinished, Publish, RolloutChanged
@@ -195,7 +196,7 @@ class Rollouts:
         """The rollouts of this config (at start, and on each reload). A route's state carries
         on when its candidate is unchanged (a restart resumes the stage it was in); a new
         candidate starts at the first stage; a rollout no longer configured stops."""
-        now = time.time()
+        now = clock.now()
         self._configs = {n: r.rollout for n, r in config.routes.items() if r.rollout is not None}
         self._primaries = {n: config.routes[n].targets[0] for n in self._configs}
         for route, rollout in self._configs.items():
@@ -240,7 +241,7 @@ class Rollouts:
         config = self._configs[route]
         if _bucket(request.session or request.user or key_id) >= config.share:
             return False
-        return state.shadow.under_cap(config.daily_cap_usd, time.time())
+        return state.shadow.under_cap(config.daily_cap_usd, clock.now())
 
     def shadow_busy(self, route: str) -> None:
         """A copy not sent: too many were in flight."""
@@ -252,7 +253,7 @@ class Rollouts:
         """A copy's answer (or failure) beside the client's: counted in the comparison."""
         state = self._shadows.get(route)
         if state is not None:
-            state.shadow.add(pair, time.time())
+            state.shadow.add(pair, clock.now())
             state.dirty = True
             self.save()
 
@@ -293,7 +294,7 @@ class Rollouts:
         config = self._configs[outcome.route]
         candidate, primary = self._windows(state)
         verdict = judge(candidate, primary, config.slo, config.min_requests)
-        now = time.time()
+        now = clock.now()
         if verdict.action == "rollback":
             state.status = "rolled_back"
             self._moved(
@@ -386,7 +387,7 @@ class Rollouts:
         abort. Raises RolloutError when the action does not apply."""
         if route not in self._configs:
             raise RolloutError(f"route {route!r} has no rollout in the config")
-        state, now = self.states[route], time.time()
+        state, now = self.states[route], clock.now()
         if action == "start":
             state.status, state.started_at = "running", now
             state.new_stage(0, now)

@@ -25,6 +25,7 @@ from turnout.config.schema import (
     Timeouts,
 )
 from turnout.providers.base import Provider
+from turnout.routing.deployments import grouped
 from turnout.routing.policies import POLICIES, Policy, Priority, build_policies
 from turnout.routing.sessions import SessionConsistency
 from turnout.routing.targets import Target
@@ -56,6 +57,9 @@ class Plan:
     on_stream_break: str = "error"
     # whether any target declares a context window (a prompt may then be too long for it)
     context_windows: bool = field(init=False, default=False)
+    # model -> its deployments, for the models of `targets` that have several (each is then
+    # one target per deployment, in a row): the selector orders them per request
+    groups: Mapping[str, tuple[Target, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         windows = any(t.model.context_window for t in self.targets)
@@ -81,7 +85,9 @@ class Planner:
         rng = random.Random(seed)  # the weighted draws of every route
         for name, route in config.routes.items():
             targets = tuple(
-                self._target(t, config.models[t], providers, route.timeout) for t in route.targets
+                target
+                for t in route.targets
+                for target in self._targets(t, config.models[t], providers, route.timeout)
             )
             policies = _route_policies(name, route, rng)
             self.plans[name] = Plan(
@@ -104,30 +110,50 @@ class Planner:
                 strict_max_tokens=route.max_tokens == "strict",
                 hedge=route.hedge,
                 on_stream_break=route.on_stream_break,
-                candidate=self._target(
+                # (a candidate with several deployments is tried at its preferred one)
+                candidate=self._targets(
                     route.rollout.candidate,
                     config.models[route.rollout.candidate],
                     providers,
                     route.timeout,
-                )
+                )[0]
                 if route.rollout
                 else None,
+                groups=grouped(targets),
             )
         for name, model in config.models.items():
-            target = self._target(name, model, providers, Timeouts())
-            self.plans[name] = Plan(name, (target,), RetryConfig(), forced=True)
+            targets = self._targets(name, model, providers, Timeouts())
+            self.plans[name] = Plan(
+                name, targets, RetryConfig(), forced=True, groups=grouped(targets)
+            )
+            if model.deployments is not None:
+                # `model: scout@east` forces one deployment: what `turnout check` asks each
+                # deployment with, and an operator's way to try one region
+                for target in targets:
+                    self.plans[target.key] = Plan(target.key, (target,), RetryConfig(), forced=True)
 
     @staticmethod
-    def _target(
+    def _targets(
         name: str, model: ModelConfig, providers: dict[str, Provider], base: Timeouts
-    ) -> Target:
-        return Target(
-            name=name,
-            model=model,
-            provider=providers[model.provider],
-            upstream_model=model.model or name,
-            timeouts=_timeouts(base, model),
-            price=price_of(name, model),
+    ) -> tuple[Target, ...]:
+        """The model's target: one per deployment for a model with several (by priority)."""
+        timeouts, price = _timeouts(base, model), price_of(name, model)
+        if model.deployments is None:
+            assert model.provider is not None  # (config: one of provider, deployments)
+            provider = providers[model.provider]
+            return (Target(name, model, provider, model.model or name, timeouts, price),)
+        return tuple(
+            Target(
+                name=name,
+                model=model,
+                provider=providers[d.provider],
+                upstream_model=d.model or model.model or name,
+                timeouts=timeouts,
+                price=price,
+                deployment=d.label,
+                priority=d.priority,
+            )
+            for d in sorted(model.deployments, key=lambda d: d.priority)
         )
 
     def plan(self, requested: str) -> Plan | None:

@@ -118,7 +118,7 @@ class Fastest(Policy):
         prompt_tokens = _prompt_tokens(request, prompt)
 
         def speed(target: Target) -> float:
-            model = health.models.get(target.name)
+            model = health.models.get(target.key)
             value = model.latency.speed_p50(prompt_tokens) if model else None
             return -1.0 if value is None else value
 

@@ -33,10 +33,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import logging
 import os
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,11 +47,15 @@ from turnout.model.tokens import PER_MESSAGE, prompt_parts
 MAX_TOKEN_BYTES = 128  # cl100k_base's longest token (tests/test_long_prompts.py checks it)
 WORD_SCAN = 64 * 1024  # characters per request scanned for the word bound (~0.6 ms)
 INLINE_BYTES = 16 * 1024  # uncached bytes counted on the loop: about 1 ms of tokenizer time
+# uncached bytes from which routing does not wait for the count (routing/pending_count.py):
+# a shorter count (~2 ms at most) is cheaper than an upstream request it may have to cancel
+SPECULATE_BYTES = 32 * 1024
 CACHE_MIN_BYTES = 256  # shorter texts are recounted (~20 us each) rather than kept
 CACHE_ENTRIES = 16384  # ~2.5 MB; each entry may stand for megabytes of text
 NICE_COUNTING = 10  # counting threads' nice value: the event loop's thread wins a shared core
 SPLIT_CHARS = 128 * 1024  # a text longer than this is split across the pool's threads
 _NOT_WHITESPACE_SAFE = ("\x1c", "\x1d", "\x1e", "\x1f")  # str.isspace, but not regex \s
+log = logging.getLogger("turnout.routing")
 
 
 @functools.cache
@@ -118,6 +123,7 @@ class PromptSize:
     known: list[int | None] = field(default_factory=list)  # per text, once looked up
     keys: list[bytes | None] = field(default_factory=list)
     refined: bool = False
+    jobs: list[Future[list[int]]] = field(default_factory=list)  # on the pool, once sent
 
     @classmethod
     def of(cls, request: Request) -> PromptSize:
@@ -152,6 +158,10 @@ class PromptSize:
         """The texts no cache entry or bound has settled."""
         return [i for i, n in enumerate(self.known) if n is None and self.data[i]]
 
+    def uncounted_bytes(self) -> int:
+        """What step 3 would still have to count (after `refine`), in UTF-8 bytes."""
+        return sum(len(self.data[i]) for i in self.uncounted())
+
     def count_now(self) -> int:
         """Step 3 on the calling thread: the exact count."""
         self.refine()
@@ -167,7 +177,8 @@ class PromptSize:
         if self.exact is not None:
             return self.exact
         missing = self.uncounted()
-        if sum(len(self.data[i]) for i in missing) <= INLINE_BYTES:
+        uncounted = sum(len(self.data[i]) for i in missing)
+        if uncounted <= INLINE_BYTES:
             return self.count_now()
         loop = asyncio.get_running_loop()
         pool, threads = _pool()
@@ -176,16 +187,24 @@ class PromptSize:
         # one job per thread at most: a prompt of a thousand short messages is not a
         # thousand executor round trips
         batches = _batches(chunks, threads)
-        counted = await asyncio.gather(
-            *(loop.run_in_executor(pool, _count_all, [c for _, c in b]) for b in batches)
-        )
+        self.jobs = [pool.submit(_count_all, [c for _, c in b]) for b in batches]
+        counted = await asyncio.gather(*(asyncio.wrap_future(j, loop=loop) for j in self.jobs))
         totals = dict.fromkeys(missing, 0)
         for batch, counts in zip(batches, counted, strict=True):
             for (i, _), n in zip(batch, counts, strict=True):
                 totals[i] += n
         self._settle(missing, [totals[i] for i in missing])
         assert self.exact is not None
+        # the moment a long count ends (tests order it against the upstream's arrival)
+        log.debug("prompt counted: %d tokens (%d bytes uncounted)", self.exact, uncounted)
         return self.exact
+
+    def drop_queued(self) -> None:
+        """Nobody needs this count any more (the upstream took the prompt first): its jobs
+        still queued behind other counts are dropped, so counts nobody waits for never pile
+        up; one already counting finishes, and its count is cached as usual."""
+        for job in self.jobs:
+            job.cancel()  # (does nothing to a job that is running or done)
 
     def _settle(self, missing: list[int], counts: list[int]) -> None:
         for i, n in zip(missing, counts, strict=True):
@@ -278,6 +297,14 @@ def _forget_pool() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
+
+
+def warm_up() -> None:
+    """Load the tokenizer on a counting thread now (a process that will count): loading it
+    holds the GIL for ~70 ms at a time, which the first long prompt's count would otherwise
+    do while the event loop serves requests."""
+    pool, _ = _pool()
+    pool.submit(_encoding)
 
 
 def bytes_per_token_bound() -> int:

@@ -13,8 +13,10 @@ from turnout.health import HealthEngine
 from turnout.model import Attempt, Request
 from turnout.model.errors import GatewayError
 from turnout.routing.capabilities import Needs
+from turnout.routing.deployments import expand, heads
+from turnout.routing.pending_count import PendingCount
 from turnout.routing.planner import Plan
-from turnout.routing.prompt_size import PromptSize
+from turnout.routing.prompt_size import SPECULATE_BYTES, PromptSize
 from turnout.routing.targets import Target
 
 
@@ -29,6 +31,9 @@ class NoCapableTarget(GatewayError):
 class Selection:
     plan: Plan  # with its targets in the order to try them
     skipped: list[Attempt]
+    # a long prompt's count, still running: the first attempt does not wait for it
+    # (routing/pending_count.py; the scheduler acts on it)
+    pending: PendingCount | None = None
 
 
 class Selector:
@@ -45,31 +50,36 @@ class Selector:
                 "json_schema": {"name": "output", "schema": plan.output_schema, "strict": True},
             }
         skipped: list[Attempt] = []
-        targets = list(plan.targets)
+        # a model with several deployments is one model until its deployments are ordered
+        targets = heads(plan.targets) if plan.groups else list(plan.targets)
         if request.exclude:
-            targets = [t for t in targets if t.name not in request.exclude]
-            skipped += [Attempt(t.name, "excluded") for t in plan.targets if t not in targets]
+            kept = [t for t in targets if t.name not in request.exclude]
+            skipped += [Attempt(t.name, "excluded") for t in targets if t not in kept]
+            targets = kept
         needs = Needs.of(request)
         if needs is not None:
             targets = self._capable(targets, needs, skipped)
         if plan.strict_max_tokens and request.max_tokens:
             self._check_output(targets, request.max_tokens, skipped)
-        prompt = None
+        prompt: int | None = None
+        pending: PendingCount | None = None
         if plan.context_windows:  # (no coroutine for the usual plan without windows)
-            prompt = await self._check_context(plan, targets, request, skipped)
+            prompt, pending = await self._check_context(plan, targets, request, skipped)
         if skipped:
             targets = [t for t in targets if t.name not in {a.model for a in skipped}]
         if not targets:
-            raise self._nothing_can(plan, skipped)
+            raise nothing_can(plan, skipped)
         if not plan.forced:
             # an admin key may override the route's policy (the header's name is checked)
             policy = plan.policies.get(request.policy or "", plan.policy)
             targets = policy.order(targets, request, self.health, prompt)
             if plan.consistency is not None:
                 targets = plan.consistency.order(targets, request, self.health)
+        if plan.groups:
+            targets = expand(targets, plan.groups, self.health)
         if tuple(targets) == plan.targets:
-            return Selection(plan, skipped)  # the common case: nothing to rebuild
-        return Selection(dataclasses.replace(plan, targets=tuple(targets)), skipped)
+            return Selection(plan, skipped, pending)  # the common case: nothing to rebuild
+        return Selection(dataclasses.replace(plan, targets=tuple(targets)), skipped, pending)
 
     @staticmethod
     def remember(plan: Plan, request: Request, model: str) -> None:
@@ -102,28 +112,36 @@ class Selector:
 
     async def _check_context(
         self, plan: Plan, targets: list[Target], request: Request, skipped: list[Attempt]
-    ) -> int | None:
+    ) -> tuple[int | None, PendingCount | None]:
         """Skip targets whose context window cannot hold prompt + max_tokens. Returns the
-        prompt's token count when it is known (counted, or every text cached).
+        prompt's token count when it is known (counted, or every text cached), or the count
+        still running (speculation, below).
 
         Counts only when the bounds (routing/prompt_size.py) leave a target undecided: a
         target is kept uncounted when even the upper bound fits with the whole max_tokens
         (so its output limit needs no clamping), skipped uncounted when even the lower bound
-        does not fit."""
+        does not fit. A long count (SPECULATE_BYTES uncounted) is not waited for: it is
+        started and handed over, undecided targets kept, and the scheduler acts on it
+        while the first attempt runs (execute/speculate.py). A hedged route counts first: a
+        hedge could otherwise go to a target the count has not vetted."""
         windows = [t.model.context_window for t in targets if t.model.context_window]
         if not windows:
-            return None
+            return None, None
         output = request.max_tokens or 0
         size = PromptSize.of(request)
         if size.upper + output <= min(windows):
-            return None  # fits everywhere, proven without counting (the usual request)
+            return None, None  # fits everywhere, proven without counting (the usual request)
         # a route that clamps max_tokens skips only the windows the prompt alone fills
         room = output if plan.strict_max_tokens else 1
         size.refine()
+        pending = None
         if any(
             size.upper + output > window >= size.lower + room for window in windows
         ):  # some target undecided by the bounds: count (cached texts are not recounted)
-            await size.count()
+            if plan.hedge is None and size.uncounted_bytes() >= SPECULATE_BYTES:
+                pending = PendingCount.start(size, request, output, room)
+            else:
+                await size.count()
         if size.exact is not None:
             request.prompt_tokens = size.exact  # a target's output limit is clamped to it
         for target in targets:
@@ -131,7 +149,7 @@ class Selector:
             if window and size.lower + room > window:
                 tokens = size.exact if size.exact is not None else f"at least {size.lower}"
                 skipped.append(Attempt(target.name, f"context_length({tokens}+{output}>{window})"))
-        return size.exact
+        return size.exact, pending
 
     @staticmethod
     def _check_output(targets: list[Target], asked: int, skipped: list[Attempt]) -> None:
@@ -141,27 +159,30 @@ class Selector:
             if limit is not None and asked > limit:
                 skipped.append(Attempt(target.name, f"max_tokens({asked}>{limit})"))
 
-    def _nothing_can(self, plan: Plan, skipped: list[Attempt]) -> NoCapableTarget:
-        detail = "; ".join(f"{a.model}: {a.reason}" for a in skipped)
-        reasons = [a.reason.partition("(")[0] for a in skipped]
-        if "max_tokens" in reasons and set(reasons) <= {"max_tokens", "context_length"}:
-            return NoCapableTarget(
-                f"max_tokens is more than any model of {plan.route!r} can write ({detail});"
-                " the route is strict about it.",
-                "max_tokens_too_large",
-                "max_tokens",
-            )
-        if skipped and all(a.reason.startswith("context_length") for a in skipped):
-            return NoCapableTarget(
-                f"The prompt is too long for every model of {plan.route!r} ({detail}).",
-                "context_length_exceeded",
-                "messages",
-            )
-        if skipped and all(a.reason == "excluded" for a in skipped):
-            return NoCapableTarget(
-                f"x-turnout-exclude leaves no model of {plan.route!r} to try.", "all_excluded"
-            )
+
+def nothing_can(plan: Plan, skipped: list[Attempt]) -> NoCapableTarget:
+    """The client's 400 when `skipped` leaves no target of `plan` (also the scheduler's, when
+    a count that was still running rules out every target left: execute/speculate.py)."""
+    detail = "; ".join(f"{a.model}: {a.reason}" for a in skipped)
+    reasons = [a.reason.partition("(")[0] for a in skipped]
+    if "max_tokens" in reasons and set(reasons) <= {"max_tokens", "context_length"}:
         return NoCapableTarget(
-            f"No model of {plan.route!r} can serve this request ({detail}).",
-            "capability_missing",
+            f"max_tokens is more than any model of {plan.route!r} can write ({detail});"
+            " the route is strict about it.",
+            "max_tokens_too_large",
+            "max_tokens",
         )
+    if skipped and all(a.reason.startswith("context_length") for a in skipped):
+        return NoCapableTarget(
+            f"The prompt is too long for every model of {plan.route!r} ({detail}).",
+            "context_length_exceeded",
+            "messages",
+        )
+    if skipped and all(a.reason == "excluded" for a in skipped):
+        return NoCapableTarget(
+            f"x-turnout-exclude leaves no model of {plan.route!r} to try.", "all_excluded"
+        )
+    return NoCapableTarget(
+        f"No model of {plan.route!r} can serve this request ({detail}).",
+        "capability_missing",
+    )

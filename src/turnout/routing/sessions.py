@@ -79,7 +79,7 @@ class SessionConsistency:
         now = time.time()
 
         def available(target: Target) -> bool:
-            return health.available_at(target.name, now) <= now
+            return health.available_at(target.key, now) <= now
 
         first = next((t for t in targets if t.name in self.prefer and available(t)), None)
         if first is None and key:

@@ -1,4 +1,5 @@
-"""A target: one model of a plan, with what trying it needs (provider, timeouts, price).
+"""A target: one model of a plan (one deployment of it, for a model with several), with what
+trying it needs (provider, timeouts, price).
 
 Its own module so that the plan's policies (policies.py, sessions.py) and the planner that
 builds them can all name it without importing one another."""
@@ -31,6 +32,16 @@ class Target:
     upstream_model: str
     timeouts: Timeouts
     price: Price  # config's, or the default table's
+    # a model with several deployments: this one's label and priority (lower is preferred)
+    deployment: str | None = None
+    priority: int = 0
+    # what health knows it by: the model's name, or `NAME@DEPLOYMENT` (set once, here)
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            key = self.name if self.deployment is None else f"{self.name}@{self.deployment}"
+            object.__setattr__(self, "key", key)
 
     @property
     def max_output(self) -> int | None:

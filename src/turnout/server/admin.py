@@ -6,13 +6,13 @@ With authentication on, /health/providers and /admin/* need an admin key, /v1/mo
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from turnout import clock
 from turnout.accounting.auth import AuthError, Identity
 from turnout.accounting.budgets import period_start
 from turnout.cache import CacheUnavailable
@@ -45,16 +45,15 @@ class AdminEndpoints:
         self.board = board  # with --workers: every worker's config version
 
     async def _caller(self, http: web.Request, admin: bool) -> Identity | web.Response:
-        rules = self.gateway.runtime.auth
+        gateway = self.gateway
         try:
-            identity = await self.gateway.auth.identify(http.headers, rules, http.remote)
+            if admin:
+                return await gateway.operator(http.headers, http.remote)
+            return await gateway.auth.identify(http.headers, gateway.runtime.auth, http.remote)
         except AuthError as exc:
             refused = error(exc.status, exc.message, exc.error_type, exc.code)
             refused.headers.update(exc.headers)  # Retry-After of a blocked address
             return refused
-        if admin and rules.required and not identity.admin:
-            return error(403, "This endpoint needs an admin key.", "permission_error")
-        return identity
 
     async def health(self, _: web.Request) -> web.Response:
         # the ledger writer's and the event bus's counters: a row that could not be written,
@@ -66,6 +65,8 @@ class AdminEndpoints:
                 "ledger": gateway.accounting.ledger_stats(),
                 "events": gateway.bus.stats(),
                 "sinks": gateway.sinks.stats(),  # per sink: delivered, failed, dropped, ...
+                # this process's alert rules: what it told, what it sees firing (None: no rules)
+                "alerts": gateway.sinks.alert_stats(),
                 "cache": gateway.cache.stats(),  # hits, misses, stored, entries or Redis errors
             }
         )
@@ -141,7 +142,7 @@ class AdminEndpoints:
                     "id": name,
                     "object": "model",
                     "created": 0,
-                    "owned_by": model.provider,
+                    "owned_by": model.placements()[0].provider,
                     "turnout": {"kind": "model", "upstream": model.model or name},
                 }
                 for name, model in config.models.items()
@@ -155,7 +156,7 @@ class AdminEndpoints:
             return caller
         if caller.key is None:
             return error(401, "Usage is per key: send your API key.", "authentication_error")
-        spend, now, key = self.gateway.accounting.spend, time.time(), caller.key
+        spend, now, key = self.gateway.accounting.spend, clock.now(), caller.key
         return json_response(
             {
                 "key": key.id,

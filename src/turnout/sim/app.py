@@ -9,6 +9,7 @@ import time
 import orjson
 from aiohttp import web
 
+from turnout import clock
 from turnout.sim import admin, anthropic, embeddings, wire
 from turnout.sim.answer import Answer, plan_answer, wants_json
 from turnout.sim.behaviour import Fault
@@ -78,11 +79,11 @@ async def _chat_completions(request: web.Request, state: SimState) -> web.Stream
             param="messages",
             headers=model.headers,
         )
-    outage = state.outage_status(model)
+    outage = state.outage(model)
     if outage is not None:
         model.faults["outage"] += 1
-        return _fail(model, outage)
-    if not model.take_window(time.time()):
+        return _fail(model, outage.status, outage.message)
+    if not model.take_window(clock.now()):
         model.faults["rate_limit_window"] += 1
         return _fail(model, 429, "Rate limit reached for requests.")
     draw = model.draw(wants_json(body))
@@ -165,7 +166,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def _on_startup(app: web.Application) -> None:
-    app[STATE].started = time.monotonic()  # outage windows count from serving, not building
+    app[STATE].started = clock.monotonic()  # outage windows count from serving, not building
 
 
 async def _on_shutdown(app: web.Application) -> None:

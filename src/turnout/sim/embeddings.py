@@ -1,6 +1,6 @@
 """The simulator's `POST /v1/embeddings`, in OpenAI's shape: a deterministic unit vector per
-input (seeded by a hash of the input, so the same text always gets the same vector, on any
-run), usage counted, and the model's failure behaviours applied as for chat (outages, error
+input (the same text always gets the same vector, on any run; texts sharing words get near
+vectors, so a semantic cache can be tested without a model), usage counted, and the model's failure behaviours applied as for chat (outages, error
 and rate-limit rates, hangs, dropped connections; the wait before answering is its ttft)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import base64
 import hashlib
 import math
 import random
+import re
 import sys
 from typing import Any
 
@@ -26,13 +27,41 @@ DEFAULT_DIMENSIONS = 256  # when the request names none (small: tests embed many
 _CHARS_PER_TOKEN = 4
 
 
+_WORD = re.compile(r"\w+")
+
+
 def unit_vector(item: str | list[int], dimensions: int) -> list[float]:
-    """The same input always gives the same vector of length 1."""
+    """The same input always gives the same vector of length 1. A text's vector is a hashed
+    bag of its lower-cased words and their character trigrams, so that texts sharing most
+    words (a paraphrase, another case or punctuation) are near and unrelated texts far (near
+    orthogonal); token id lists, and texts without a word, get a random vector seeded by
+    their hash."""
+    if isinstance(item, str):
+        vector = _bag(item, dimensions)
+        if vector is not None:
+            return vector
     key = item if isinstance(item, str) else orjson.dumps(item).decode()
     digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     rng = random.Random(int.from_bytes(digest, "little"))
     vector = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
     norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
+
+
+def _bag(text: str, dimensions: int) -> list[float] | None:
+    """Each word (weight 1) and each trigram of it (weight 0.5) added at a hashed position
+    with a hashed sign (the hashing trick), then normalised; None for a text without words."""
+    vector = [0.0] * dimensions
+    for word in _WORD.findall(text.lower()):
+        padded = f"^{word}$"
+        features = [(word, 1.0)]
+        features += [(padded[i : i + 3], 0.5) for i in range(len(padded) - 2)]
+        for feature, weight in features:
+            h = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "little")
+            vector[h % dimensions] += weight if h & (1 << 63) else -weight
+    norm = math.sqrt(sum(x * x for x in vector))
+    if norm == 0.0:
+        return None
     return [x / norm for x in vector]
 
 

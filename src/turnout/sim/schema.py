@@ -20,6 +20,9 @@ class SimOutage(Strict):
     start: Duration | Literal[0] = 0
     end: Duration
     status: int = 503
+    # the error's message (default: the status's usual one): an upstream's own words, such as
+    # OpenRouter's 401 "No cookie auth credentials found" for a key it no longer knows
+    message: str | None = None
 
 
 class SimBehaviour(Strict):
@@ -52,6 +55,9 @@ class SimBehaviour(Strict):
     stall_after: int | None = Field(None, ge=0)
     stall_for: Duration | Literal[0] = 0.0
     malformed_rate: Probability = 0.0  # answer JSON mode with broken JSON
+    # every JSON-mode request fails with this HTTP status (free text is answered): a model
+    # whose structured output is broken server-side, the upgrade story's stage-4 500s
+    json_error_status: int | None = Field(None, ge=400, le=599)
     # a model that copes with small JSON objects only: beyond this many fields it drops the rest
     json_fields_limit: int | None = Field(None, ge=0)
     outages: list[SimOutage] = Field(default_factory=list)

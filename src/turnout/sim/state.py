@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from turnout import clock
 from turnout.sim import wire
 from turnout.sim.behaviour import Fault, FaultTable, fault_table, model_rng
 from turnout.sim.content import split_reply
-from turnout.sim.schema import SimBehaviour
+from turnout.sim.schema import SimBehaviour, SimOutage
 from turnout.sim.ttft import draw_ttft, heavy_tailed
 
 
@@ -93,6 +93,8 @@ class ModelState:
         ttft = max(0.0, behaviour.ttft * (1.0 + behaviour.ttft_jitter * jitter))
         if heavy_tailed(behaviour):
             ttft = draw_ttft(behaviour, ttft, self.ttft_rng)
+        if wants_json and behaviour.json_error_status is not None:
+            return Draw(Fault.ERROR, behaviour.json_error_status, ttft)
         for threshold, fault, status in self.table:
             if roll < threshold:
                 if fault is Fault.MALFORMED and not wants_json:
@@ -126,7 +128,7 @@ class SimState:
         self.seed = seed
         self.models = {name: ModelState(name, b, seed) for name, b in behaviours.items()}
         self.unknown: Counter[str] = Counter()  # requests for models the sim does not have
-        self.started = time.monotonic()
+        self.started = clock.monotonic()
         self.serial = 0  # for ids: deterministic, unlike random hex
         self.tasks: set[asyncio.Task[Any]] = set()  # in-flight handlers, cancelled on shutdown
 
@@ -143,20 +145,25 @@ class SimState:
         for model in self.models.values():
             model.reset(self.seed)
         self.unknown.clear()
-        self.started = time.monotonic()
+        self.started = clock.monotonic()
         self.serial = 0
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.started
+        return clock.monotonic() - self.started
 
     def outage_status(self, model: ModelState) -> int | None:
+        outage = self.outage(model)
+        return None if outage is None else outage.status
+
+    def outage(self, model: ModelState) -> SimOutage | None:
+        """The outage window the model is in now, if any."""
         outages = model.behaviour.outages
         if not outages:
             return None
         now = self.elapsed()
         for outage in outages:
             if outage.start <= now < outage.end:
-                return outage.status
+                return outage
         return None
 
     def next_serial(self) -> int:

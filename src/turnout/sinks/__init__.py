@@ -7,6 +7,7 @@ never blocks a request; see worker.py for batching, retries and the counters."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from turnout.config.schema import Config
@@ -14,6 +15,7 @@ from turnout.config.secrets import SecretRedactor
 from turnout.config.sinks import AlertRule, SinkConfig
 from turnout.events import EventBus
 from turnout.sinks.alerts import AlertEngine
+from turnout.sinks.claims import AlertClaims, FileClaims, LocalClaims, make_claims
 from turnout.sinks.exported import EXPORTERS, Exported, Exporter, exporter
 from turnout.sinks.registry import make_sink
 from turnout.sinks.worker import SinkWorker
@@ -30,6 +32,7 @@ class Sinks:
         alerts: list[AlertRule],
         bus: EventBus,
         redactor: Callable[[], SecretRedactor],
+        claims: AlertClaims | None = None,
     ) -> None:
         notified = {rule.notify for rule in alerts}
         self.workers = {
@@ -38,7 +41,13 @@ class Sinks:
         }
         for worker in self.workers.values():
             worker.subscribe(bus)
-        self.alerts = AlertEngine(alerts, bus) if alerts else None
+        self.alerts = AlertEngine(alerts, bus, claims) if alerts else None
+
+    def claim_alerts_in(self, directory: Path) -> None:
+        """This process is one of a supervisor's workers (`--workers N`): without shared
+        state, its alerts are claimed in the workers' directory, so one worker tells each."""
+        if self.alerts is not None and isinstance(self.alerts.claims, LocalClaims):
+            self.alerts.claims = FileClaims(directory)
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Per sink name: delivered, failed, dropped, errors, queued (see SinkStats)."""
@@ -52,8 +61,12 @@ class Sinks:
         """After the bus has closed (its queues drained): the sinks' connections."""
         for worker in self.workers.values():
             await worker.close()
+        if self.alerts is not None:
+            await self.alerts.close()
 
 
 def attach_sinks(config: Config, bus: EventBus, redactor: Callable[[], SecretRedactor]) -> Sinks:
     """The sinks (and alert rules) of `config`, subscribed to `bus`."""
-    return Sinks(list(config.sinks), list(config.alerts), bus, redactor)
+    state = config.state
+    claims = make_claims(state.backend, state.url, state.prefix) if config.alerts else None
+    return Sinks(list(config.sinks), list(config.alerts), bus, redactor, claims)

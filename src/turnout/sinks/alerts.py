@@ -9,20 +9,27 @@ one when it stops, published on the bus for the webhook sink the rule names in `
   once per budget and period) -> one alert; there is no recovery, the period ends.
 - `fallback_rate`: the share of a route's requests (every route's, without `route`) that fell
   back, over the last `over` seconds, once at least `min_requests` are in the window: above
-  `above` -> one alert, at or below it again -> one recovery message. Judged as requests
-  finish, so a recovery is told with the first request after the rate came down.
+  `above` -> one alert, at or below `recover_below` (default 80% of `above`) -> one recovery
+  message; in between, nothing changes, so a share hovering at the threshold does not flap.
+  Judged as requests finish, so a recovery is told with the first request after the rate
+  came down.
 
-The engine is a queued subscriber like the sinks: it never runs on a request's path.
+The engine is a queued subscriber like the sinks: it never runs on a request's path. Where
+several processes serve (workers, replicas), each change is claimed first (claims.py), so the
+fleet tells it once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import deque
 from typing import Any
 
 from turnout.config.sinks import AlertRule
 from turnout.events import BudgetAlert, EventBus, HealthChanged, HealthState, RequestFinished
 from turnout.events.kinds import AlertChanged
+from turnout.sinks.claims import AlertClaims, LocalClaims
 from turnout.sinks.exported import fell_back
 
 
@@ -50,9 +57,13 @@ class _Window:
 
 
 class AlertEngine:
-    def __init__(self, rules: list[AlertRule], bus: EventBus) -> None:
+    def __init__(
+        self, rules: list[AlertRule], bus: EventBus, claims: AlertClaims | None = None
+    ) -> None:
         self.rules = rules
         self._publish = bus.publish
+        self.claims = claims or LocalClaims()
+        self._claiming: set[asyncio.Task[None]] = set()
         self._windows = {
             i: _Window(r.over) for i, r in enumerate(rules) if r.when == "fallback_rate"
         }
@@ -77,19 +88,49 @@ class AlertEngine:
             self._budget(event)
 
     def _change(
-        self, i: int, subject: str, firing: bool, message: str, at: float, **details: Any
+        self,
+        i: int,
+        subject: str,
+        firing: bool,
+        message: str,
+        at: float,
+        details: dict[str, Any],
+        claimed_as: str | None = None,
     ) -> None:
-        """Publishes a change of rule `i` about `subject`; nothing when it is no change."""
+        """Publishes a change of rule `i` about `subject`; nothing when it is no change
+        here, or when another process of the fleet has told it already. `claimed_as`: the
+        subject's name in the fleet's claims, when the subject alone would be reused (a
+        budget's next period)."""
         key = (i, subject)
         if firing == (key in self._firing):
             return
         if firing:
             self._firing.add(key)
-            self.raised += 1
         else:
             self._firing.discard(key)
         rule = self.rules[i]
-        self._publish(AlertChanged(rule.when, firing, rule.notify, subject, message, at, details))
+        change = AlertChanged(rule.when, firing, rule.notify, subject, message, at, details)
+        if not self.claims.shared:
+            self._tell(change)
+            return
+        claim = f"{i}:{rule.when}:{claimed_as or subject}"
+        task = asyncio.get_running_loop().create_task(self._claim_then_tell(claim, change))
+        self._claiming.add(task)
+        task.add_done_callback(self._claiming.discard)
+
+    async def _claim_then_tell(self, claim: str, change: AlertChanged) -> None:
+        if await self.claims.claim(claim, change.firing):
+            self._tell(change)
+
+    def _tell(self, change: AlertChanged) -> None:
+        self.raised += change.firing
+        self._publish(change)
+
+    async def close(self) -> None:
+        """The claims under way finished (their alerts published), then the claims closed."""
+        if self._claiming:
+            await asyncio.wait(set(self._claiming), timeout=5)
+        await self.claims.close()
 
     def _request(self, event: RequestFinished) -> None:
         row = event.row
@@ -116,13 +157,13 @@ class AlertEngine:
                     f"turnout ALERT: {subject}: {rate:.0%} of requests fell back over the last"
                     f" {rule.over:g}s (threshold {rule.above:.0%})"
                 )
-                self._change(i, subject, True, message, at, **figures)
-            else:
+                self._change(i, subject, True, message, at, figures)
+            elif rate <= rule.recovers_at:  # between the two: no change either way
                 message = (
                     f"turnout RECOVERED: {subject}: fallback rate {rate:.0%} over the last"
-                    f" {rule.over:g}s, at or below {rule.above:.0%}"
+                    f" {rule.over:g}s, at or below {rule.recovers_at:.0%}"
                 )
-                self._change(i, subject, False, message, at, **figures)
+                self._change(i, subject, False, message, at, figures)
 
     def _health(self, event: HealthChanged) -> None:
         if event.state not in (HealthState.MISCONFIGURED, HealthState.RECOVERED):
@@ -137,10 +178,10 @@ class AlertEngine:
                     f"turnout ALERT: {subject} rejects its key ({event.reason}):"
                     " its models are skipped until it is fixed"
                 )
-                self._change(i, subject, True, message, event.at, **figures)
+                self._change(i, subject, True, message, event.at, figures)
             else:
                 message = f"turnout RECOVERED: {subject} accepts its key again"
-                self._change(i, subject, False, message, event.at, **figures)
+                self._change(i, subject, False, message, event.at, figures)
 
     def _budget(self, event: BudgetAlert) -> None:
         subject = f"{event.scope} {event.name} {event.period} budget"
@@ -155,7 +196,11 @@ class AlertEngine:
             details.pop("at")
             # once per budget and period already; a new period's alert is a new subject
             self._firing.discard((i, subject))
-            self._change(i, subject, True, message, event.at, **details)
+            fmt = "%Y-%m" if event.period == "monthly" else "%Y-%m-%d"
+            period = time.strftime(fmt, time.gmtime(event.at))
+            self._change(
+                i, subject, True, message, event.at, details, claimed_as=f"{subject} {period}"
+            )
 
     def stats(self) -> dict[str, Any]:
         return {"raised": self.raised, "firing": sorted(s for _, s in self._firing)}

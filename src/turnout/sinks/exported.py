@@ -127,8 +127,9 @@ def attempt_failed(event: AttemptFinished) -> dict[str, Any] | None:
     if outcome.ok:
         return None
     message = outcome.message[:_MESSAGE_LIMIT] if outcome.message else None
-    return {
+    exported = {
         "at": outcome.started + outcome.latency,
+        "request_id": outcome.request_id,
         "route": outcome.route,
         "model": outcome.model,
         "provider": outcome.provider,
@@ -138,6 +139,9 @@ def attempt_failed(event: AttemptFinished) -> dict[str, Any] | None:
         "latency_ms": round(outcome.latency * 1000, 3),
         "probe": outcome.probe,
     }
+    if outcome.deployment is not None:  # one of the model's several deployments
+        exported["deployment"] = outcome.deployment
+    return exported
 
 
 @exporter("health_changed", HealthChanged)

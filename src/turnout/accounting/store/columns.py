@@ -20,7 +20,7 @@ KEY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(KeyRecord))
 
 _LEDGER_FLOATS = frozenset(
     {"started_at", "cost_usd", "provider_cost_usd", "baseline_cost_usd", "ttft_ms", "latency_ms"}
-    | {"cache_saved_usd"}
+    | {"cache_saved_usd", "cache_similarity"}
 )
 _LEDGER_INTS = frozenset({"status", "prompt_tokens", "cached_tokens", "completion_tokens"})
 _LEDGER_BOOLS = frozenset({"stream", "usage_estimated"})
@@ -114,6 +114,7 @@ def sqlite_ledger_params(row: LedgerRow) -> tuple[Any, ...]:
         _NAN if (v := row.output_check) is None else v,
         _NAN if (v := row.cache) is None else v,
         v if type(v := row.cache_saved_usd) is float else _real(v),
+        v if type(v := row.cache_similarity) is float else _real(v),
     )
 
 

@@ -31,6 +31,12 @@ _POSTGRES_CACHE: Migration = (
     "ALTER TABLE ledger ADD COLUMN cache_saved_usd double precision NOT NULL DEFAULT 0",
 )
 
+# 5: a semantic cache hit's similarity with the earlier prompt whose answer it got
+_SQLITE_CACHE_SIMILARITY: Migration = ("ALTER TABLE ledger ADD COLUMN cache_similarity REAL",)
+_POSTGRES_CACHE_SIMILARITY: Migration = (
+    "ALTER TABLE ledger ADD COLUMN cache_similarity double precision",
+)
+
 SQLITE: list[Migration] = [
     (  # 1: the ledger and the gateway keys
         """CREATE TABLE ledger (
@@ -79,6 +85,7 @@ SQLITE: list[Migration] = [
     _DROP_UNUSED_INDEXES,
     _SQLITE_OUTPUT_CHECK,
     _SQLITE_CACHE,
+    _SQLITE_CACHE_SIMILARITY,
 ]
 
 POSTGRES: list[Migration] = [
@@ -129,6 +136,7 @@ POSTGRES: list[Migration] = [
     _DROP_UNUSED_INDEXES,
     _POSTGRES_OUTPUT_CHECK,
     _POSTGRES_CACHE,
+    _POSTGRES_CACHE_SIMILARITY,
 ]
 
 # Created before any migration, outside the numbered list: it records the list's progress.

@@ -41,6 +41,7 @@ _ARRAY_TYPES = {
     "ttft_ms": "float8",
     "latency_ms": "float8",
     "cache_saved_usd": "float8",
+    "cache_similarity": "float8",
 }  # every other column: text (attempts too, cast to jsonb in the SELECT)
 
 _INSERT = (

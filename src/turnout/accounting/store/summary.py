@@ -25,7 +25,7 @@ Definitions, per group and for the totals:
 - latency_p50_ms / latency_p95_ms: over every row (what every client waited, errors too).
   Percentiles are None for an empty set.
 - cache_hits, cache_misses, cache_bypassed: rows of routes with a response cache, by their
-  `cache` verdict; cache_hit_rate: hits / (hits + misses), None when the cache was never
+  `cache` verdict (hits: `hit` and the semantic cache's `similar`); cache_hit_rate: hits / (hits + misses), None when the cache was never
   asked (bypassed requests chose not to ask it). cache_saved_usd: the sum of what the hits'
   answers cost when they were made, apart from savings_usd (routing's, against a baseline:
   a hit's cost and baseline are both 0, so it adds nothing there).
@@ -157,7 +157,7 @@ class _Group:
             self.ttfts.append(fact["ttft_ms"])
         self.latencies.append(fact["latency_ms"])
         cache = fact["cache"]
-        if cache == "hit":
+        if cache == "hit" or cache == "similar":  # (similar: a semantic hit)
             self.hits += 1
             self.cache_saved.append(fact["cache_saved_usd"] or 0.0)
         elif cache == "miss":

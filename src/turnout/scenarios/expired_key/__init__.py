@@ -1,0 +1,1 @@
+"""The `expired-key` scenario: its config.yaml, traffic.py, figures.py and expect.yaml."""

@@ -1,0 +1,1 @@
+"""The `fallback-tier` scenario: its config.yaml, traffic.py, figures.py and expect.yaml."""

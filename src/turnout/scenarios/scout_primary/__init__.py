@@ -1,0 +1,1 @@
+"""The `scout-primary` scenario: its config.yaml, traffic.py, figures.py and expect.yaml."""

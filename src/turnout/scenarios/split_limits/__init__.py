@@ -1,0 +1,1 @@
+"""The `split-limits` scenario: its config.yaml, traffic.py, figures.py and expect.yaml."""
