@@ -208,6 +208,12 @@ def lag_stats(samples: list[list[float]], window: tuple[float, float]) -> tuple[
     return pct(lags, 0.5) * 1e3, pct(lags, 0.99) * 1e3, max(lags) * 1e3
 
 
+def gc_stats(collections: list[list[float]], window: tuple[float, float]) -> tuple[int, float]:
+    """The collector's passes over 1 ms in the window: how many, and the longest (ms)."""
+    took = [s for at, _, s in collections if window[0] <= at <= window[1]]
+    return len(took), max(took, default=0.0) * 1e3
+
+
 def measure(name: str, launch: Launch, port: int, args: argparse.Namespace, tmp: Path) -> dict:
     lag_file = tmp / f"{name}-lag.json"
     launch.env["BENCH_LAG_FILE"] = str(lag_file)
@@ -215,12 +221,15 @@ def measure(name: str, launch: Launch, port: int, args: argparse.Namespace, tmp:
     with running(name, launch, args.cores, port):
         asyncio.run(load.run())
     samples = json.loads(lag_file.read_text()) if lag_file.exists() else []
+    gc_file = Path(f"{lag_file}.gc")
+    collections = json.loads(gc_file.read_text()) if gc_file.exists() else []
     return {
         phase: {
             "n": len(lat),
             "p50": statistics.median(lat) * 1e3,
             "p99": pct(lat, 0.99) * 1e3,
             "lag": lag_stats(samples, load.windows[phase]),
+            "gc": gc_stats(collections, load.windows[phase]),
         }
         for phase, lat in load.latency.items()
     }
@@ -238,15 +247,17 @@ def report(results: dict[str, dict], before: str, after: str, args: argparse.Nam
             f"{LOAD_CORE}. Load average before {before}, after {after}."
         ),
         "",
-        "| phase | system | n | p50 ms | p99 ms | loop lag p50 / p99 / max ms |",
-        "|---|---|---|---|---|---|",
+        "| phase | system | n | p50 ms | p99 ms | loop lag p50 / p99 / max ms | GC > 1 ms: n, max |",
+        "|---|---|---|---|---|---|---|",
     ]
     for phase in results["floor"]:
         for system, rows in results.items():
             row = rows[phase]
             lag = " / ".join(f"{v:.2f}" for v in row["lag"])
+            passes, longest = row["gc"]
             lines.append(
-                f"| {phase} | {system} | {row['n']} | {row['p50']:.2f} | {row['p99']:.2f} | {lag} |"
+                f"| {phase} | {system} | {row['n']} | {row['p50']:.2f} | {row['p99']:.2f} | {lag} "
+                f"| {passes}, {longest:.1f} |"
             )
     lines.append("")
     floor, turnout = results["floor"], results["turnout"]

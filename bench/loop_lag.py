@@ -16,12 +16,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import gc
 import json
 import os
 import time
 
 INTERVAL = 0.001  # seconds the probe asks to sleep
 SAMPLES: list[tuple[float, float]] = []
+# the garbage collector's passes over 1 ms, [unix time, generation, seconds]: a full pass
+# over a large heap is a loop stall no request caused
+COLLECTIONS: list[tuple[float, int, float]] = []
+_GC_STARTED: list[float] = []
+
+
+def _time_collections(phase: str, info: dict) -> None:
+    if phase == "start":
+        _GC_STARTED[:] = [time.perf_counter()]
+    elif _GC_STARTED:
+        took = time.perf_counter() - _GC_STARTED[0]
+        if took > 0.001:
+            COLLECTIONS.append((time.time(), info["generation"], took))
+
+
 _TASK: list[asyncio.Task[None]] = []
 
 
@@ -37,6 +53,7 @@ def start_probe() -> None:
     """Start the probe in the running loop (once)."""
     if not _TASK:
         _TASK.append(asyncio.get_running_loop().create_task(probe()))
+        gc.callbacks.append(_time_collections)
 
 
 @atexit.register
@@ -45,6 +62,8 @@ def _dump() -> None:
     if path and SAMPLES:
         with open(path, "w") as fh:
             json.dump(SAMPLES, fh)
+        with open(f"{path}.gc", "w") as fh:
+            json.dump(COLLECTIONS, fh)
 
 
 try:

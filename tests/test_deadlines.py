@@ -118,3 +118,21 @@ async def test_a_call_outside_any_task_leaves_other_deadlines_pending():
             assert isinstance(await refused, RuntimeError)
             assert len(mine.pending) == 1  # still there: it fires below
             await asyncio.sleep(5)
+
+
+async def test_a_plain_with_cuts_off_and_passes_cancellation_through_as_async_with():
+    # (the attempt's whole-answer deadline is entered with `with`: no coroutines on entry)
+    with pytest.raises(TimeoutError), deadlines.timeout(0.05) as deadline:
+        await asyncio.sleep(5)
+    assert deadline.expired
+    assert asyncio.current_task().cancelling() == 0
+
+    async def body():
+        with deadlines.timeout(5):
+            await asyncio.sleep(5)
+
+    task = asyncio.create_task(body())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -336,9 +336,12 @@ def _nested_list(levels: int) -> Any:
     return value
 
 
+@pytest.mark.parametrize("padding", [0, 40_000], ids=["small", "large"])
 @pytest.mark.parametrize(("path", "field"), [(CHAT, "seed"), (MESSAGES, "top_k")])
-def test_any_field_nested_too_deep_is_a_400(gateway, path, field) -> None:
-    body = {**_BASE, "messages": USER, field: _nested_list(300)}
+def test_any_field_nested_too_deep_is_a_400(gateway, path, field, padding) -> None:
+    """A small body's brackets are counted first, a large one (a long prompt) is walked."""
+    user = [{"role": "user", "content": "x" * padding or "Hi"}]
+    body = {**_BASE, "messages": user, field: _nested_list(300)}
     result = _post(gateway, path, body)
     assert result.status == 400, result.body[:300]
     assert "nests deeper" in result.body.decode()

@@ -1,5 +1,5 @@
 """Pacing (health/pacing.py) reading rate-limit headers: a relative reset counts from when the
-request was sent, and a 429 that tells no limit paces nothing for good."""
+headers arrived, and a 429 that tells no limit paces nothing for good."""
 
 from __future__ import annotations
 
@@ -50,9 +50,11 @@ async def test_a_bare_429_does_not_pace_the_model_for_good() -> None:
         await client.close()
 
 
-def test_a_relative_reset_counts_from_when_the_request_was_sent() -> None:
+def test_a_relative_reset_counts_from_when_the_headers_arrived() -> None:
     """An answer read 30 s after it was sent (a long stream): `reset 40s` was said when the
-    upstream took the request in, so the window ends 10 s from now, not 40."""
+    upstream took the request in, so the window ends about 10 s from now, not 40. Counted from
+    when the headers arrived, not from when the request was sent: the upstream said it after
+    the request was sent, and a window thought to end early lets a request into a spent one."""
     pacer = Pacer(None, "test")
     now = clock.now()
     headers = {
@@ -60,11 +62,13 @@ def test_a_relative_reset_counts_from_when_the_request_was_sent() -> None:
         "x-ratelimit-remaining-requests": "5",
         "x-ratelimit-reset-requests": "40s",
     }
-    sent = now - 30
-    outcome = Outcome("chat", "full", "openai", ok=True, started=sent, headers=headers)
+    sent, arrived = now - 30, now - 29.5
+    outcome = Outcome(
+        "chat", "full", "openai", ok=True, started=sent, headers=headers, headers_at=arrived
+    )
     pacer.on_attempt(AttemptFinished(outcome))
     window = pacer.local["full"]
-    assert window.reset_at == pytest.approx(sent + 40, abs=1)
+    assert window.reset_at == pytest.approx(arrived + 40, abs=0.1)
     assert window.remaining == 5 and window.limit == 20
     # an answer about a window that ended before it was read tells nothing
     stale = Outcome("chat", "mini", "openai", ok=True, started=now - 60, headers=headers)

@@ -19,6 +19,7 @@ from turnout import clock
 from turnout.config import parse_config
 from turnout.gateway import Gateway
 from turnout.scenarios import catalogue
+from turnout.scenarios.report import duration
 from turnout.scenarios.runner import SEED
 from turnout.server import GatewayServer
 
@@ -171,6 +172,12 @@ def test_the_html_and_table_reports(tmp_path: Path) -> None:
     assert text.startswith("<!doctype html>") and "expired key cost USD" in text
     # self-contained: nothing fetched from elsewhere
     assert "<script" not in text and 'src="' not in text and "<link" not in text
+
+
+def test_the_reports_durations_are_told_for_people() -> None:
+    """split-limits' forty minutes were `0.666667 h`."""
+    told = [duration(s) for s in (0.4, 39.75, 59.96, 90, 2400, 3599, 9000, 86400)]
+    assert told == ["0.4 s", "39.8 s", "1 min", "1.5 min", "40 min", "1 h", "2.5 h", "24 h"]
 
 
 # --- the simulated clock ----------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any
 import jwt
 from jwt import PyJWKSet
 
+from turnout import clock
 from turnout.accounting.keys import hash_key
 from turnout.accounting.limits import FailureLimiter
 from turnout.accounting.records import KeyRecord
@@ -175,24 +176,55 @@ class Authenticator:
     ) -> Identity:
         """The caller of a request with these headers, under these rules, from this client
         address (None: not known, so not limited)."""
-        if address is not None:
-            self._refuse_if_blocked(address)
-        token = credential(headers)
+        token = self._token(headers, rules, address)
         if token is None:
-            if rules.required:
-                raise AuthError(
-                    401, "Missing API key: send Authorization: Bearer <key>.", "missing_api_key"
-                )
             return ANONYMOUS
         try:
             return await self._identify(token, rules)
         except AuthError:
             if address is not None:
-                self.failures.failed(address, time.monotonic())
+                # (the lockout's minute is a time window: turnout.clock)
+                self.failures.failed(address, clock.monotonic())
             raise
 
+    def identify_now(
+        self, headers: Any, rules: AuthRules, address: str | None = None
+    ) -> Identity | None:
+        """`identify` where nothing is waited for, without a coroutine (the usual request: no
+        key sent, or one already in the table): its caller (or AuthError); None when the key
+        must be looked up or verified (a JWT, a key the table lacks): await `identify`."""
+        token = self._token(headers, rules, address)
+        if token is None:
+            return ANONYMOUS
+        if not _well_formed(token) or (rules.jwt is not None and _looks_like_jwt(token)):
+            return None
+        key_hash = hash_key(token)
+        record = self._by_hash.get(key_hash)
+        if record is None:
+            # auth off and a key nobody made (OpenAI clients always send one), looked up
+            # in the store less than _MISS_TTL ago: what `_identify` would say
+            recent = time.monotonic() - self._misses.get(key_hash, -_MISS_TTL) < _MISS_TTL
+            if not rules.required and (self.store is None or recent):
+                return ANONYMOUS
+            return None
+        if record.revoked_at is not None:
+            return None  # (refused, with its reason and the failure counted, by `identify`)
+        return Identity(record, "key")
+
+    def _token(self, headers: Any, rules: AuthRules, address: str | None) -> str | None:
+        """The request's key; None for an anonymous caller where keys are optional. AuthError
+        for an address blocked after failed attempts, or a missing key where one is required."""
+        if address is not None:
+            self._refuse_if_blocked(address)
+        token = credential(headers)
+        if token is None and rules.required:
+            raise AuthError(
+                401, "Missing API key: send Authorization: Bearer <key>.", "missing_api_key"
+            )
+        return token
+
     def _refuse_if_blocked(self, address: str) -> None:
-        wait = self.failures.blocked_for(address, time.monotonic())
+        wait = self.failures.blocked_for(address, clock.monotonic())
         if wait is None:
             return
         seconds = max(1, math.ceil(wait))

@@ -7,9 +7,10 @@ what any other stored."""
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from typing import Protocol
+
+from turnout import clock
 
 MAX_ENTRIES = 10_000  # per process, for the memory backend; oldest-used out first
 MAX_BYTES = 64 * 1024 * 1024  # and at most this much answer data
@@ -67,7 +68,7 @@ class MemoryBackend:
         if found is None:
             return None
         value, expires = found
-        if expires <= time.monotonic():
+        if expires <= clock.monotonic():
             self._remove(key)
             return None
         self._entries.move_to_end(key)
@@ -76,7 +77,7 @@ class MemoryBackend:
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         if key in self._entries:
             self._remove(key)
-        self._entries[key] = (value, time.monotonic() + ttl)
+        self._entries[key] = (value, clock.monotonic() + ttl)  # (a TTL is a time window)
         self._bytes += len(value)
         while len(self._entries) > self._max_entries or self._bytes > self._max_bytes:
             oldest = next(iter(self._entries))

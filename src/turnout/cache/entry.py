@@ -6,12 +6,12 @@ wrote. A value that does not decode (another version's, a corrupted one) is a mi
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from turnout import clock
 from turnout.model import Response, ToolCall, Usage
 
 _VERSION = 1
@@ -26,7 +26,7 @@ class Entry:
 
     @property
     def age(self) -> float:
-        return max(0.0, time.time() - self.stored_at)
+        return max(0.0, clock.now() - self.stored_at)
 
 
 def encode(entry: Entry) -> bytes:

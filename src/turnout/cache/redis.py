@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from turnout import clock
 from turnout.cache.backends import CacheUnavailable
 from turnout.cache.shelves import Shelves
 from turnout.cache.vectors import Match, stamped, unstamped
@@ -232,7 +233,7 @@ class RedisVectors:
             shelf = self.mirrors.take(bucket)
             shelf.epoch = epoch
         shelf.drop_before(int(float(oldest)))
-        now, entries = time.time(), []
+        now, entries = clock.now(), []  # (the stamps are turnout.clock's: vectors.stamped)
         for field, score, value in zip(news[::2], news[1::2], values, strict=True):
             seq = int(float(score))
             if seq <= shelf.seq:  # (another lookup copied it meanwhile)

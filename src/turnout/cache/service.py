@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, replace
 
 import orjson
 
+from turnout import clock
 from turnout.cache.backends import Backend, MemoryBackend
 from turnout.cache.control import NONE, Directives
 from turnout.cache.entry import Entry, decode, encode
@@ -171,7 +171,7 @@ class ResponseCache:
         if found is None or response.raw is not None:
             return  # not wanted, or an undecoded pass-through body (core prevents it)
         lookup.store_to = None  # once
-        value = encode(Entry(_without_cost(response), model, cost_usd, time.time()))
+        value = encode(Entry(_without_cost(response), model, cost_usd, clock.now()))
         config = lookup.rule.config
         if len(value) > config.max_entry_bytes:
             self.counts["too_large"] += 1

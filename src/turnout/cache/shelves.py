@@ -6,9 +6,9 @@ The bound is on buckets and on vectors across them (least recently used bucket o
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 
+from turnout import clock
 from turnout.cache.shelf import Shelf
 from turnout.cache.vectors import Match
 
@@ -60,7 +60,7 @@ class Shelves:
         shelf = self.get(bucket)
         if shelf is None:
             return None
-        match = shelf.nearest(vector, time.time())
+        match = shelf.nearest(vector, clock.now())
         self.counted(bucket)  # (expired ones may have gone)
         return match
 
@@ -92,7 +92,7 @@ class MemoryVectors:
 
     async def add(self, bucket: str, key: str, vector: bytes, ttl: float, limit: int) -> None:
         shelf = self.shelves.take(bucket)
-        shelf.add(key, vector, time.time() + ttl)
+        shelf.add(key, vector, clock.now() + ttl)
         shelf.drop_oldest(len(shelf) - limit)
         self.shelves.counted(bucket)
 

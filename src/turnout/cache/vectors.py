@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import math
 import struct
-import time
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from turnout import clock
 
 _HEADER = struct.Struct("<d")  # a stored vector: its expiry (epoch seconds), then float32s
 _FLOAT32 = np.dtype("<f4")
@@ -63,7 +64,7 @@ def vector_array(raw: bytes) -> np.ndarray:
 
 def stamped(vector: bytes, ttl: float) -> bytes:
     """The value stored in Redis: the vector's expiry, then the vector."""
-    return _HEADER.pack(time.time() + ttl) + vector
+    return _HEADER.pack(clock.now() + ttl) + vector
 
 
 def unstamped(value: bytes) -> tuple[float, bytes] | None:

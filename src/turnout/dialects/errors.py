@@ -25,16 +25,18 @@ def json_object(raw: bytes, not_json: str, not_object: str) -> dict[str, Any]:
         raise InvalidRequest(f"{not_json}: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest(not_object)
-    # nesting deeper than the limit needs more opening brackets than the limit: most bodies
-    # have a few dozen, counted at C speed, and are never walked
-    brackets = raw.count(b"[") + raw.count(b"{")
-    if brackets > MAX_BODY_DEPTH and _deeper_than(body, MAX_BODY_DEPTH):
+    # nesting deeper than the limit needs more opening brackets than the limit: a small body
+    # has a few dozen, counted at C speed, and is never walked; a large one is walked, which
+    # costs less than scanning its bytes (a long prompt is one string in a few containers)
+    few = len(raw) <= _SCAN_BYTES and raw.count(b"[") + raw.count(b"{") <= MAX_BODY_DEPTH
+    if not few and _deeper_than(body, MAX_BODY_DEPTH):
         # orjson reads 1024 levels but writes only 255: a deeper field could not be sent on
         raise InvalidRequest(f"the request body nests deeper than {MAX_BODY_DEPTH} levels")
     return body
 
 
 MAX_BODY_DEPTH = 128  # far beyond any real request; client schemas have their own, lower, bound
+_SCAN_BYTES = 16 * 1024  # bodies up to this are scanned for brackets, longer ones walked
 
 
 def _deeper_than(value: Any, limit: int) -> bool:

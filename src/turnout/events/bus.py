@@ -177,7 +177,17 @@ class EventBus:
         """Hands `event` to its subscribers; never raises, never waits."""
         self.published += 1
         for subscription in self._by_kind.get(type(event), ()):
-            subscription.offer(event)
+            # (Subscription.offer's inline half spelt out: one call less per subscriber and
+            # event, on every request's path)
+            if subscription.inline:
+                try:
+                    subscription.handler(event)
+                except Exception:  # noqa: BLE001 - a subscriber's failure is never the request's
+                    subscription._failed()
+                else:
+                    subscription.delivered += 1
+            else:
+                subscription.offer(event)
 
     async def start(self) -> None:
         """Starts the queued subscribers' tasks (events published before wait in the queues)."""

@@ -112,7 +112,7 @@ class UpstreamAttempt:
         if not guarded and self.plan.stale_max_age is None:
             self.call.pass_through = self.request.answer_format  # nothing here reads the answer
         try:
-            async with self._deadlines.timeout(self.target.timeouts.total):
+            with self._deadlines.timeout(self.target.timeouts.total):
                 response = await self.target.provider.complete(self.request, self.call)
         except TimeoutError:
             return self.failed(timeout_error("total"))
@@ -153,6 +153,7 @@ class UpstreamAttempt:
                     if not buffered:
                         raise UpstreamError(ErrorClass.STREAM_BROKEN, "stream ended empty")
                 self.ttft = time.perf_counter() - self._t0
+                first_token_at = clock.now()  # (started + ttft would mix in a real duration)
                 if guarded and not plan.buffer_streams:
                     # JSON asked for: held until its first character says it can be JSON
                     check = self._check = StreamCheck(request, plan.output_schema)
@@ -174,7 +175,7 @@ class UpstreamAttempt:
                 deadline,
                 plan.stale_max_age is not None,
                 self._deadlines,
-                first_token_at=self.started + self.ttft,
+                first_token_at=first_token_at,
                 check=self._check,
             )
         await close_quietly(source)
@@ -270,6 +271,8 @@ class UpstreamAttempt:
             probe=self.probe,
             deployment=self.target.deployment,
             request_id=self.request.request_id,
+            headers_at=self.call.headers_at,
+            ended=clock.now(),
         )
         if (
             self._held is not None

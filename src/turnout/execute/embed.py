@@ -132,6 +132,8 @@ class Embedder:
                     probe=probe,
                     deployment=target.deployment,
                     request_id=request.request_id,
+                    headers_at=call.headers_at,
+                    ended=clock.now(),
                 )
             )
         )

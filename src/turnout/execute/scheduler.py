@@ -102,10 +102,12 @@ class Scheduler:
     ) -> Completion:
         guarded = guard.applies(request, plan.output_schema)
         progress = Progress(attempts=list(skipped) if skipped else [], pending=pending)
+        run: Try = lambda attempt: attempt.complete(guarded)
         try:
-            served: tuple[Response, Target] = await self._serve(
-                plan, request, lambda attempt: attempt.complete(guarded), progress
-            )
+            try:  # (`_serve` spelt out: one coroutine level less on every request's path)
+                served: tuple[Response, Target] = await self._failover(plan, request, run, progress)
+            except AllTargetsFailed as exc:
+                served = await self._queued_or_raise(plan, request, run, progress, exc)
         except AllTargetsFailed as exc:
             target, response, age = self._stale_or_raise(plan, request, exc)
             return Completion(response, target, exc.attempts, exc.tries, stale_age=age)
@@ -168,10 +170,16 @@ class Scheduler:
         try:
             return await self._failover(plan, request, run, progress)
         except AllTargetsFailed as exc:
-            wait = plan.queue_max_wait
-            if wait is None or self._stale(plan, request) is not None:
-                raise
-            return await self._queued(plan, request, run, progress, wait, exc)
+            return await self._queued_or_raise(plan, request, run, progress, exc)
+
+    async def _queued_or_raise(
+        self, plan: Plan, request: Request, run: Try, progress: Progress, exc: AllTargetsFailed
+    ) -> tuple[T, Target]:
+        """After a failover round failed: a queued route waits for a target to come back."""
+        wait = plan.queue_max_wait
+        if wait is None or self._stale(plan, request) is not None:
+            raise exc
+        return await self._queued(plan, request, run, progress, wait, exc)
 
     async def _queued(
         self,
@@ -250,32 +258,38 @@ class Scheduler:
             plan, attempts, errors, self._retry_after(plan, errors), progress.tries
         )
 
-    async def _try(
+    def _try(
+        self, plan: Plan, target: Target, request: Request, run: Try, progress: Progress
+    ) -> Awaitable[T | UpstreamError | CountSkip]:
+        """One try at `target` (a hedged route's tries are `_hedged`'s); while the prompt's
+        count runs, alongside it (execute/speculate.py). Not a coroutine itself: the usual
+        try is the attempt's own coroutine, one level less on every request's path."""
+        if progress.pending is not None:
+            return self._try_counting(plan, target, request, run, progress)
+        return run(self._attempt(plan, target, request, progress))
+
+    async def _try_counting(
         self, plan: Plan, target: Target, request: Request, run: Try, progress: Progress
     ) -> T | UpstreamError | CountSkip:
-        """One try at `target` (a hedged route's tries are `_hedged`'s); while the prompt's
-        count runs, alongside it (execute/speculate.py)."""
+        """`_try` while the prompt's count is pending, or after it ended during a try."""
         pending = progress.pending
-        if pending is not None:
-            if not pending.done():
-                result: T | UpstreamError | CountSkip = await speculate(
-                    plan,
-                    target,
-                    pending,
-                    progress.attempts,
-                    lambda: self._attempt(plan, target, request, progress),
-                    run,
-                )
-                return result
-            # (a retry at the target whose first try the count ended during)
-            await settle(plan, pending, progress.attempts)
-            reason = pending.skip_reason(target)
-            if reason is not None:
-                return CountSkip(reason)
-        attempt = UpstreamAttempt(
-            plan, target, request, self.publish, self.deadlines, self.stale, progress.held
-        )
-        return await run(attempt)
+        assert pending is not None
+        if not pending.done():
+            result: T | UpstreamError | CountSkip = await speculate(
+                plan,
+                target,
+                pending,
+                progress.attempts,
+                lambda: self._attempt(plan, target, request, progress),
+                run,
+            )
+            return result
+        # (a retry at the target whose first try the count ended during)
+        await settle(plan, pending, progress.attempts)
+        reason = pending.skip_reason(target)
+        if reason is not None:
+            return CountSkip(reason)
+        return await run(self._attempt(plan, target, request, progress))
 
     async def _hedged(
         self,

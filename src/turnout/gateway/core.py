@@ -309,6 +309,15 @@ class Gateway:
         exchange.identified(identity)  # or AuthError
         return identity
 
+    def identify_now(self, exchange: Exchange, headers: Any, address: str | None) -> bool:
+        """`identify` without a coroutine when nothing is to be waited for (no key, a known
+        one): True once identified (or AuthError); False: await `identify`."""
+        identity = self.auth.identify_now(headers, exchange.runtime.auth, address)
+        if identity is None:
+            return False
+        exchange.identified(identity)
+        return True
+
     async def operator(
         self, headers: Any, address: str | None, what: str = "This endpoint"
     ) -> Identity:
@@ -349,7 +358,10 @@ class Gateway:
                 return serve_hit(exchange, request, lookup)  # a hit: no selection, no upstream
         if self.sessions is not None and plan.consistency is not None:
             await self.sessions.recall(plan.consistency, request)  # the fleet's session map
-        selection = await self.selector.select(plan, request)  # or NoCapableTarget
+        if plan.context_windows:  # the prompt may have to be counted: select() may wait
+            selection = await self.selector.select(plan, request)  # or NoCapableTarget
+        else:
+            selection = self.selector.select_now(plan, request)
         skipped = selection.skipped
         plan = self.rollouts.route(selection.plan, request, row.key_id)  # a canary's share
         if self.pacer.paced:  # a model told of its rate limit: spread requests over it

@@ -317,9 +317,11 @@ class HealthEngine:
         health = self.models.get(key)
         if health is None:
             return
-        now = outcome.started + outcome.latency
+        # the attempt's end on turnout's clock (started + latency would add a real duration
+        # to a simulated time); an outcome built by hand has none: both clocks are real there
+        now = outcome.ended or outcome.started + outcome.latency
         if outcome.headers:
-            health.limits.update(outcome.headers, now)
+            health.limits.update(outcome.headers, outcome.headers_at or now)
         if not outcome.probe:
             health.requests += 1
         if outcome.ok:

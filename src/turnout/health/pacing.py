@@ -219,11 +219,13 @@ class Pacer:
         if not outcome.headers:
             return
         now = clock.now()
-        # a relative reset (`6m0s`) counts from when the upstream took the request in, not from
-        # when the attempt ended: read a stream's length later, the window would seem to end
-        # that much later, and be renewed that much late
-        sent = outcome.started or now
-        for window in parse_windows(outcome.headers, sent):
+        # a relative reset (`6m0s`) counts from when the headers arrived: not from when the
+        # attempt ended (read a stream's length later, the window would seem to end that much
+        # later and be renewed that much late), nor from when it was sent (the upstream said
+        # it a moment later: the window would seem to end that moment early, and the first
+        # request of the "renewed" one land in the spent one, a 429)
+        said = outcome.headers_at or outcome.started or now
+        for window in parse_windows(outcome.headers, said):
             if window.kind != "requests" or window.reset_at is None or window.remaining is None:
                 continue
             if window.reset_at <= now:

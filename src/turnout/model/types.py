@@ -148,9 +148,9 @@ class Outcome:
     error_class: ErrorClass | None = None
     status: int | None = None
     message: str | None = None
-    started: float = 0.0  # wall clock, seconds since the epoch
-    ttft: float | None = None  # seconds to the first content token
-    latency: float = 0.0  # seconds, whole attempt
+    started: float = 0.0  # turnout.clock, seconds since the epoch
+    ttft: float | None = None  # seconds to the first content token (real time)
+    latency: float = 0.0  # seconds, whole attempt (real time)
     usage: Usage | None = None
     headers: Mapping[str, str] | None = None  # upstream response headers (rate limits)
     retry_after: float | None = None  # seconds, when the upstream said when to come back
@@ -158,3 +158,8 @@ class Outcome:
     # which deployment of `model` was tried, for a model with several (health is per deployment)
     deployment: str | None = None
     request_id: str | None = None  # the client request it was tried for (None: a probe)
+    # turnout.clock epoch seconds when the headers arrived and when the attempt ended (0: not
+    # known, an outcome built by hand): what learns from an outcome reads these, never
+    # `started + latency`, which adds a real duration to a simulated time under a scenario
+    headers_at: float = 0.0
+    ended: float = 0.0

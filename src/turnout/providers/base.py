@@ -23,6 +23,9 @@ class Call:
     pass_through: str | None = None
     status: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    # when the headers arrived (turnout.clock epoch seconds): a relative rate-limit reset
+    # (`12s`) was said at most this long ago, so counted from here it never ends too early
+    headers_at: float = 0.0
 
 
 class Provider(ABC):

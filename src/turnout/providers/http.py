@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
+import yarl
 
+from turnout import clock
 from turnout.config.schema import ProviderConfig
 from turnout.dialects.base import UpstreamDialect
 from turnout.dialects.openai import embeddings
@@ -48,6 +50,17 @@ def _connect_timeout(seconds: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=seconds, connect=seconds)
 
 
+@functools.lru_cache(maxsize=1024)
+def _url(url: str) -> yarl.URL | str:
+    """The parsed URL (a provider has one or a few: one per model where it is in the path):
+    aiohttp takes a URL object as it is, where a string is parsed again on every call. One
+    that does not parse stays a string, for aiohttp to refuse as it always has."""
+    try:
+        return yarl.URL(url)
+    except ValueError:
+        return url
+
+
 class HTTPProvider(Provider):
     def __init__(
         self, name: str, config: ProviderConfig, dialect: UpstreamDialect = OPENAI
@@ -68,8 +81,13 @@ class HTTPProvider(Provider):
             self.dialect.auth_headers(key.reveal() if key and key.is_set else None)
         )
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+        # the headers as the session's defaults: aiohttp copies them per call as they are,
+        # where a per-call dict is converted and merged into them on every request
         self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=True, skip_auto_headers=("user-agent",)
+            connector=connector,
+            headers=self._headers,
+            auto_decompress=True,
+            skip_auto_headers=("user-agent",),
         )
 
     async def close(self) -> None:
@@ -91,42 +109,64 @@ class HTTPProvider(Provider):
 
     def _encoded(self, request: Request, call: Call, stream: bool) -> tuple[str, bytes]:
         """The upstream's URL and body for this request (not a coroutine: on the hot path
-        every coroutine level costs, so the callers await `_send` themselves)."""
+        every coroutine level costs, so the callers await the sending themselves)."""
         body = orjson.dumps(self.dialect.encode_request(request, call.upstream_model, stream))
         return self.dialect.url(self.base_url, call.upstream_model, stream), body
 
     def _connection_error(self, exc: aiohttp.ClientError) -> UpstreamError:
         return self._redacted(UpstreamError(ErrorClass.CONNECTION, f"{type(exc).__name__}: {exc}"))
 
+    def _connect_timed_out(self, exc: Exception) -> UpstreamError:
+        return self._redacted(
+            UpstreamError(ErrorClass.TIMEOUT, f"connect timed out: {exc}", detail="connect")
+        )
+
     async def _send(self, url: str, body: bytes, call: Call) -> aiohttp.ClientResponse:
         """POST `body`; the response once its status is 2xx, else its error, classified."""
         assert self._session is not None, "provider not started"
         timeout = _connect_timeout(call.timeouts.connect)
         try:
-            response = await self._session.post(
-                url, data=body, headers=self._headers, timeout=timeout
-            )
+            response = await self._session.post(_url(url), data=body, timeout=timeout)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise self._redacted(
-                UpstreamError(ErrorClass.TIMEOUT, f"connect timed out: {exc}", detail="connect")
-            ) from None
+            raise self._connect_timed_out(exc) from None
         except aiohttp.ClientError as exc:
             raise self._connection_error(exc) from None
-        call.status = response.status
-        call.headers = response.headers  # read-only view: rate-limit headers are read later
-        if response.status >= 400:
-            try:
-                raw = await response.read()
-            except aiohttp.ClientError:
-                raw = b""
-            finally:
-                response.release()
-            error = self.dialect.decode_error(response.status, raw, response.headers)
-            raise self._redacted(error)
+        if self._refused(response, call):
+            raise await self._refusal(response)
         return response
 
+    def _refused(self, response: aiohttp.ClientResponse, call: Call) -> bool:
+        """Notes the answer's status and headers in `call`; True for an error status."""
+        call.status = response.status
+        call.headers = response.headers  # read-only view: rate-limit headers are read later
+        call.headers_at = clock.now()
+        return response.status >= 400
+
+    async def _refusal(self, response: aiohttp.ClientResponse) -> UpstreamError:
+        """An error answer's body, classified (the connection is released)."""
+        try:
+            raw = await response.read()
+        except aiohttp.ClientError:
+            raw = b""
+        finally:
+            response.release()
+        error = self.dialect.decode_error(response.status, raw, response.headers)
+        return self._redacted(error)
+
     async def complete(self, request: Request, call: Call) -> Response:
-        response = await self._send(*self._encoded(request, call, False), call)
+        assert self._session is not None, "provider not started"
+        url, body = self._encoded(request, call, False)
+        timeout = _connect_timeout(call.timeouts.connect)
+        # `_send` spelt out: every whole answer takes this path, and each coroutine level
+        # costs on it (the await chain is walked again each time the request resumes)
+        try:
+            response = await self._session.post(_url(url), data=body, timeout=timeout)
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise self._connect_timed_out(exc) from None
+        except aiohttp.ClientError as exc:
+            raise self._connection_error(exc) from None
+        if self._refused(response, call):
+            raise await self._refusal(response)
         try:
             raw = await response.read()
         except aiohttp.ClientError as exc:

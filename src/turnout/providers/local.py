@@ -9,6 +9,7 @@ while it computes, so the gateway keeps serving other requests meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import importlib.util
 import os
@@ -43,6 +44,33 @@ def smollm2_path() -> Path | None:
     return None
 
 
+_PARAMS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _model_params(**fields: Any) -> Iterator[None]:
+    """llama.cpp model parameters that `Llama()` takes no argument for: its defaults, changed
+    while one model loads (under a lock: two providers may load at once). A field this
+    llama-cpp-python does not have is left alone."""
+    import llama_cpp.llama_cpp as native
+
+    with _PARAMS_LOCK:
+        defaults = native.llama_model_default_params
+
+        def adjusted() -> Any:
+            params = defaults()
+            for name, value in fields.items():
+                if hasattr(params, name):
+                    setattr(params, name, value)
+            return params
+
+        native.llama_model_default_params = adjusted
+        try:
+            yield
+        finally:
+            native.llama_model_default_params = defaults
+
+
 class LocalConfig(ProviderConfig):
     """Provider kind `local`: a GGUF model run in process (llama_cpp is imported only when the
     model loads, so registering the kind costs nothing)."""
@@ -52,6 +80,11 @@ class LocalConfig(ProviderConfig):
     model_path: str | None = None
     context_size: int = Field(4096, gt=0)
     threads: int | None = Field(None, gt=0)
+    # llama.cpp's extra CPU buffer types (AMX tiles, repacked weights). Off unless asked for:
+    # its AMX matmul killed the whole gateway (SIGSEGV at `ldtilecfg`, llama-cpp-python
+    # 0.3.36 built natively) on a Xeon VM that advertises AMX, and the small default model
+    # gains nothing from them
+    cpu_extra_buffers: bool = False
 
 
 class LocalProvider(Provider):
@@ -81,12 +114,13 @@ class LocalProvider(Provider):
         from llama_cpp import Llama
 
         threads = self.config.threads or max(1, (os.cpu_count() or 2) // 2)
-        return Llama(
-            model_path=str(self.model_path),
-            n_ctx=self.config.context_size,
-            n_threads=threads,
-            verbose=False,
-        )
+        with _model_params(use_extra_bufts=self.config.cpu_extra_buffers):
+            return Llama(
+                model_path=str(self.model_path),
+                n_ctx=self.config.context_size,
+                n_threads=threads,
+                verbose=False,
+            )
 
     async def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)

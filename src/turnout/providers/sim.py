@@ -1,5 +1,8 @@
 """Provider kind `sim`: the simulator started in-process, reached over real HTTP like any
-other OpenAI-compatible upstream, so the whole client path (pool, SSE, errors) is exercised."""
+other upstream, so the whole client path (pool, SSE, errors) is exercised. It speaks OpenAI's
+chat completions, or with `dialect: anthropic` Anthropic's Messages API (the sim serves both),
+so a simulated Claude is reached the way turnout reaches Anthropic: its dialect, its headers,
+its errors."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from turnout.config.load import ConfigError
 from turnout.config.schema import ProviderConfig
+from turnout.dialects.anthropic.upstream import AnthropicUpstream
 from turnout.providers.http import HTTPProvider
 from turnout.providers.registry import register
 from turnout.sim.behaviour import describe_errors
@@ -23,6 +27,9 @@ class SimConfig(ProviderConfig):
     # with the config so its errors carry their key path; and the seed that makes it repeatable
     sim: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
+    # the wire format turnout speaks to it: OpenAI's (POST /v1/chat/completions) or
+    # Anthropic's (POST /v1/messages, anthropic-ratelimit-* headers, Anthropic error bodies)
+    dialect: Literal["openai", "anthropic"] = "openai"
 
     @field_validator("sim")
     @classmethod
@@ -45,7 +52,10 @@ class SimProvider(HTTPProvider):
     config: SimConfig
 
     def __init__(self, name: str, config: SimConfig) -> None:
-        super().__init__(name, config)
+        if config.dialect == "anthropic":
+            super().__init__(name, config, AnthropicUpstream())
+        else:
+            super().__init__(name, config)
         self.sim = SimServer(behaviours(name, config), config.seed, host="127.0.0.1", port=0)
 
     async def start(self) -> None:

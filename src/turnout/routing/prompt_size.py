@@ -14,6 +14,8 @@ steps, and stops at the first that decides:
    scanning a prefix keeps it a bound. `str.split` splits on exactly the regex's `\\s` except
    for U+001C-U+001F, so a scan that meets those keeps only the byte bound. Characters / 4
    is not a bound: text made of long tokens (`=====`, runs of spaces) goes far below it.
+   The scan is skipped when its at most WORD_SCAN / 2 words could not rule out any window
+   (a long prompt near a large window): it would cost ~0.5 ms and decide nothing.
 2. **Counts seen before.** An LRU of exact counts keyed by SHA-256 of a text's bytes: a
    conversation resends its earlier messages every turn, so only the new turn is uncounted.
 3. **Counting what is left**: inline when under 16 KiB (about a millisecond), else on a small
@@ -31,6 +33,7 @@ A prompt's count is the sum of its texts' counts (`model.tokens.prompt_parts`) p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
@@ -52,7 +55,7 @@ INLINE_BYTES = 16 * 1024  # uncached bytes counted on the loop: about 1 ms of to
 SPECULATE_BYTES = 32 * 1024
 CACHE_MIN_BYTES = 256  # shorter texts are recounted (~20 us each) rather than kept
 CACHE_ENTRIES = 16384  # ~2.5 MB; each entry may stand for megabytes of text
-NICE_COUNTING = 10  # counting threads' nice value: the event loop's thread wins a shared core
+NICE_COUNTING = 19  # counting threads' nice (added): the event loop's thread wins a shared core
 SPLIT_CHARS = 128 * 1024  # a text longer than this is split across the pool's threads
 _NOT_WHITESPACE_SAFE = ("\x1c", "\x1d", "\x1e", "\x1f")  # str.isspace, but not regex \s
 log = logging.getLogger("turnout.routing")
@@ -67,7 +70,16 @@ def _encoding() -> Any:
 
 def count_text(text: str) -> int:
     """The exact cl100k_base count of one text (special tokens counted as plain text)."""
-    return len(_encoding().encode_ordinary(text))
+    encoding = _encoding()
+    to_buffer = getattr(getattr(encoding, "_core_bpe", None), "encode_to_tiktoken_buffer", None)
+    if to_buffer is not None:
+        # the tokens as one buffer of uint32, not a list of ints: building 160k int objects
+        # holds the GIL for milliseconds after the encode released it, and the event loop
+        # waits that long. No allowed special tokens: their text counts as plain text, as in
+        # encode_ordinary (tests/test_long_prompts.py compares the two)
+        with contextlib.suppress(UnicodeEncodeError):  # (lone surrogates: the slow way)
+            return memoryview(to_buffer(text, set())).nbytes // 4
+    return len(encoding.encode_ordinary(text))
 
 
 class CountCache:
@@ -133,26 +145,40 @@ class PromptSize:
         overhead = PER_MESSAGE * len(request.messages)
         return cls(texts, data, overhead, overhead + sum(map(len, data)), overhead)
 
-    def refine(self) -> None:
+    def refine(self, deciding: int | None = None) -> None:
         """Steps 1 and 2: the lower bound, and counts seen before (which tighten both bounds;
-        exact when every text was seen)."""
+        exact when every text was seen). `deciding`: the lower bound above which it would
+        rule something out (a window less the room its output needs); the word scan, which
+        costs ~0.5 ms and lifts the bound by at most WORD_SCAN / 2 words, is skipped when it
+        cannot get there (a long prompt near a large window)."""
         if self.refined or self.exact is not None:
             return
         self.refined = True
         self.keys = [_key(data) if len(data) >= CACHE_MIN_BYTES else None for data in self.data]
         self.known = [CACHE.get(key) if key is not None else None for key in self.keys]
         upper = lower = self.overhead
-        budget = WORD_SCAN
-        for text, data, known in zip(self.texts, self.data, self.known, strict=True):
+        for data, known in zip(self.data, self.known, strict=True):
             if known is not None:
                 upper, lower = upper + known, lower + known
-                continue
-            upper += len(data)
-            lower += lower_bound(text, len(data), budget)
-            budget -= len(text)
+            else:
+                upper += len(data)
+                lower += lower_bound("", len(data), scan=0)
+        if deciding is None or lower + WORD_SCAN // 2 + len(self.texts) > deciding:
+            lower = self._scan_words(lower)
         self.upper, self.lower = upper, lower
         if upper == lower:
             self.exact = upper
+
+    def _scan_words(self, lower: int) -> int:
+        """The lower bound with each uncounted text's words in it (up to WORD_SCAN characters
+        in all), in place of its byte bound where they are more."""
+        budget = WORD_SCAN
+        for text, data, known in zip(self.texts, self.data, self.known, strict=True):
+            if known is None and budget > 0:
+                by_bytes = lower_bound("", len(data), scan=0)
+                lower += lower_bound(text, len(data), budget) - by_bytes
+                budget -= len(text)
+        return lower
 
     def uncounted(self) -> list[int]:
         """The texts no cache entry or bound has settled."""
@@ -278,10 +304,14 @@ def _pool() -> tuple[ThreadPoolExecutor, int]:
 
 
 def _yield_to_the_loop() -> None:
-    """A counting thread runs at a lower priority (nice +10) than the event loop's: on a core
-    they share, the loop (every other request) gets ~90% of it while a count runs, and the
-    long prompt's own count takes longer only when the loop has work. Linux applies a nice
-    value per thread; elsewhere this does nothing."""
+    """A counting thread runs at the lowest priority (nice +19) short of SCHED_IDLE: on a
+    core they share, the loop (every other request) gets ~98% of it while a count runs, and a
+    busy loop still preempts the count when it wakes (at +10, a loop using more than 90% of
+    the core waited for the scheduler's next tick, up to 4 ms: small requests' p99 beside
+    back-to-back new long prompts was 3.7 ms over the floor's, 0.8-2.1 ms at +19). Not
+    SCHED_IDLE: a count holding the GIL for a moment must not starve behind another process
+    while the loop waits for it. The long prompt's own count takes longer only when the
+    loop has work. Linux applies a nice value per thread; elsewhere this does nothing."""
     try:
         thread = threading.get_native_id()
         nice = os.getpriority(os.PRIO_PROCESS, thread)

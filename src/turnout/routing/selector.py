@@ -43,6 +43,23 @@ class Selector:
         self.health = health
 
     async def select(self, plan: Plan, request: Request) -> Selection:
+        targets, skipped = self._filtered(plan, request)
+        prompt: int | None = None
+        pending: PendingCount | None = None
+        if plan.context_windows:  # (no coroutine for the usual plan without windows)
+            prompt, pending = await self._check_context(plan, targets, request, skipped)
+        return self._ordered(plan, request, targets, skipped, prompt, pending)
+
+    def select_now(self, plan: Plan, request: Request) -> Selection:
+        """`select` for a plan without context windows (nothing to count, nothing to wait
+        for), without a coroutine: the usual request."""
+        assert not plan.context_windows, "a plan with context windows is select()ed"
+        targets, skipped = self._filtered(plan, request)
+        return self._ordered(plan, request, targets, skipped, None, None)
+
+    def _filtered(self, plan: Plan, request: Request) -> tuple[list[Target], list[Attempt]]:
+        """The targets that can serve this request (before the context windows), and those
+        left out with why."""
         if plan.output_schema is not None and request.response_format is None:
             # the route wants schema-valid JSON: ask every model for it, then check it
             request.response_format = {
@@ -61,10 +78,19 @@ class Selector:
             targets = self._capable(targets, needs, skipped)
         if plan.strict_max_tokens and request.max_tokens:
             self._check_output(targets, request.max_tokens, skipped)
-        prompt: int | None = None
-        pending: PendingCount | None = None
-        if plan.context_windows:  # (no coroutine for the usual plan without windows)
-            prompt, pending = await self._check_context(plan, targets, request, skipped)
+        return targets, skipped
+
+    def _ordered(
+        self,
+        plan: Plan,
+        request: Request,
+        targets: list[Target],
+        skipped: list[Attempt],
+        prompt: int | None,
+        pending: PendingCount | None,
+    ) -> Selection:
+        """The selection: what is left after the skipped, in the order policy and session
+        stickiness give."""
         if skipped:
             targets = [t for t in targets if t.name not in {a.model for a in skipped}]
         if not targets:
@@ -133,7 +159,7 @@ class Selector:
             return None, None  # fits everywhere, proven without counting (the usual request)
         # a route that clamps max_tokens skips only the windows the prompt alone fills
         room = output if plan.strict_max_tokens else 1
-        size.refine()
+        size.refine(deciding=min(windows) - room)
         pending = None
         if any(
             size.upper + output > window >= size.lower + room for window in windows

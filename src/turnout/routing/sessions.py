@@ -20,6 +20,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from turnout import clock
 from turnout.config.schema import Consistency
 from turnout.health import HealthEngine
 from turnout.model import Request
@@ -28,7 +29,9 @@ from turnout.routing.targets import Target
 log = logging.getLogger("turnout.sessions")
 
 _MAX_SESSIONS = 100_000  # per process; the oldest are forgotten first
-_AWAY = 1.0  # seconds Redis is left alone after it failed (this process's map meanwhile)
+# seconds Redis is left alone after it failed (this process's map meanwhile): a back-off from
+# a failing service, so real time (time.monotonic), as pacing's and the cache's
+_AWAY = 1.0
 
 
 def session_key(session: str) -> bytes:
@@ -48,14 +51,14 @@ class SessionMap:
         if entry is None:
             return None
         model, seen = entry
-        if time.monotonic() - seen > self.ttl:
+        if clock.monotonic() - seen > self.ttl:  # (a TTL is a time window: turnout.clock)
             del self._models[key]
             return None
         return model
 
     def put(self, route: str, session: str, model: str) -> None:
         key = (route, session_key(session))
-        self._models[key] = (model, time.monotonic())
+        self._models[key] = (model, clock.monotonic())
         self._models.move_to_end(key)
         while len(self._models) > _MAX_SESSIONS:
             self._models.popitem(last=False)
@@ -76,7 +79,7 @@ class SessionConsistency:
 
     def order(self, targets: list[Target], request: Request, health: HealthEngine) -> list[Target]:
         key = request.session or request.user
-        now = time.time()
+        now = clock.now()  # health's times are turnout.clock's
 
         def available(target: Target) -> bool:
             return health.available_at(target.key, now) <= now

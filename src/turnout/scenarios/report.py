@@ -86,17 +86,28 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f} ms"
 
 
+def duration(seconds: float) -> str:
+    """A duration for people, in the largest unit it fills: `39.8 s`, `40 min`, `2.5 h`."""
+    for unit, size in (("h", 3600.0), ("min", 60.0)):
+        value = round(seconds / size, 1)
+        if abs(value) >= 1:  # (3599 s is `1 h`, not `60 min`)
+            return f"{value:g} {unit}"
+    return f"{round(seconds, 1):g} s"
+
+
 def _hms(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _extra(key: str, value: Any) -> str:
-    """A story's own figure, by its name's unit: `_usd` money, `_s` seconds."""
+    """A story's own figure, by its name's unit: `_usd` money, `_s` seconds, `_ms` ms."""
     if isinstance(value, float) and key.endswith("_usd"):
         return _money(value)
-    if isinstance(value, float) and key.endswith("_s"):
-        return f"{value:g} s"
+    if isinstance(value, (int, float)) and key.endswith("_s"):
+        return duration(value)
+    if isinstance(value, (int, float)) and key.endswith("_ms"):
+        return _ms(value)
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -107,7 +118,7 @@ def lines(report: dict[str, Any]) -> list[tuple[str, str]]:
     )
     out = [
         ("story", report["story"]),
-        ("simulated", f"{report['simulated_seconds'] / 3600:g} h in {report['real_seconds']} s"),
+        ("simulated", f"{duration(report['simulated_seconds'])} in {report['real_seconds']} s"),
         ("requests", str(report["requests"])),
         ("client-visible failures", str(report["client_failures"])),
         ("served by", models or "-"),

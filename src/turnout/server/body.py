@@ -115,3 +115,17 @@ async def read_body(request: web.BaseRequest, timeout: float) -> bytes:
     for coding in reversed(codings):  # the last coding listed was applied last
         body = _inflate(body, coding, max_size)
     return body
+
+
+def read_body_now(request: web.BaseRequest) -> bytes | None:
+    """`read_body` without a coroutine when all of the body has arrived (the usual small
+    request: it comes with its headers); None when it has not: await `read_body`."""
+    payload = request.content
+    max_size = request.client_max_size
+    if not payload.is_eof() or payload.total_bytes > max_size:
+        return None  # (more to wait for; or too large, refused by read_body)
+    codings = _codings(request.headers.get("content-encoding"))
+    body = payload.read_nowait()
+    for coding in reversed(codings):  # the last coding listed was applied last
+        body = _inflate(body, coding, max_size)
+    return body

@@ -16,7 +16,7 @@ from turnout.execute.relay import SHUTTING_DOWN
 from turnout.gateway import Answer, Gateway, Refused
 from turnout.model import Request
 from turnout.model.errors import GatewayError
-from turnout.server.body import read_body
+from turnout.server.body import read_body, read_body_now
 from turnout.server.drain import InFlight
 from turnout.server.errors import render_error
 
@@ -63,40 +63,45 @@ class ChatHandler:
         self.inflight = inflight  # the server's: its close() drains what is tracked here
 
     async def __call__(self, http: web.Request) -> web.StreamResponse:
+        # (one coroutine, not a tracking one awaiting a handling one: every await level is
+        # passed through again each time the request resumes)
         task = self.inflight.enter()
         try:
-            return await self._handle(http)
+            client = HttpClient(http, self.inflight)
+            exchange = self.gateway.arrive(self.ingress.name, client)
+            try:
+                if not self.gateway.identify_now(exchange, http.headers, http.remote):
+                    await self.gateway.identify(exchange, http.headers, http.remote)
+                raw = read_body_now(http)
+                if raw is None:
+                    raw = await read_body(http, exchange.runtime.config.server.body_timeout)
+                request = self._decode(raw, http)
+                # the client's cache-control (no-cache, no-store), for routes with a cache
+                answer = await self.gateway.handle(
+                    request, exchange, http.headers.get("cache-control")
+                )
+            except GatewayError as refused:
+                return render_error(exchange.refuse(refused), self.ingress)
+            except asyncio.CancelledError:
+                if not self.inflight.absorb_cut():
+                    exchange.finish()
+                    raise
+                # the shutdown grace ran out before anything was sent: say so in the client's
+                # shape
+                return render_error(exchange.refuse(_shutting_down()), self.ingress)
+            except BaseException:
+                exchange.finish()  # a failure of ours is still a row (a 500, outcome error)
+                raise
+            try:
+                if answer.relay is None:
+                    assert answer.response is not None
+                    body = self.ingress.encode_response(answer.response, answer.model)
+                    return web.Response(body=body, content_type=_JSON, headers=answer.headers())
+                return await self._relay(client, request, answer)
+            finally:
+                exchange.finish()  # (once: a whole answer's and a relayed stream's are already)
         finally:
             self.inflight.leave(task)
-
-    async def _handle(self, http: web.Request) -> web.StreamResponse:
-        client = HttpClient(http, self.inflight)
-        exchange = self.gateway.arrive(self.ingress.name, client)
-        try:
-            await self.gateway.identify(exchange, http.headers, http.remote)
-            raw = await read_body(http, exchange.runtime.config.server.body_timeout)
-            request = self._decode(raw, http)
-            # the client's cache-control (no-cache, no-store) for routes with a response cache
-            answer = await self.gateway.handle(request, exchange, http.headers.get("cache-control"))
-        except GatewayError as refused:
-            return render_error(exchange.refuse(refused), self.ingress)
-        except asyncio.CancelledError:
-            if not self.inflight.absorb_cut():
-                exchange.finish()
-                raise
-            # the shutdown grace ran out before anything was sent: say so in the client's shape
-            return render_error(exchange.refuse(_shutting_down()), self.ingress)
-        except BaseException:
-            exchange.finish()  # a failure of ours is still a row (a 500, outcome error)
-            raise
-        try:
-            if answer.relay is None:
-                assert answer.response is not None
-                body = self.ingress.encode_response(answer.response, answer.model)
-                return web.Response(body=body, content_type=_JSON, headers=answer.headers())
-            return await self._relay(client, request, answer)
-        finally:
-            exchange.finish()  # (once: a whole answer's and a relayed stream's are already)
 
     def _decode(self, raw: bytes, http: web.Request) -> Request:
         request = self.ingress.decode_request(raw)  # or InvalidRequest

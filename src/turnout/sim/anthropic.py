@@ -9,11 +9,13 @@ turnout sends its Anthropic clients is Anthropic's wire format, so the sim exerc
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import math
+from datetime import UTC, datetime
 
 import orjson
 from aiohttp import web
 
+from turnout import clock
 from turnout.dialects.anthropic.ingress import INGRESS, AnthropicStreamEncoder
 from turnout.dialects.errors import InvalidRequest
 from turnout.model import Delta, Response, ToolCall, ToolCallDelta, Usage
@@ -55,8 +57,9 @@ def _error(
 
 
 def _reset_time(seconds: float) -> str:
-    """Anthropic's resets are RFC 3339 times, not durations."""
-    when = datetime.now(UTC) + timedelta(seconds=seconds)
+    """Anthropic's resets are RFC 3339 times, not durations (on turnout.clock: a scenario's
+    gateway reads them on its simulated clock)."""
+    when = datetime.fromtimestamp(clock.now() + seconds, UTC)
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -117,6 +120,19 @@ async def _messages(request: web.Request, state: SimState) -> web.StreamResponse
     if outage is not None:
         model.faults["outage"] += 1
         return _fail(model, outage)
+    headers = answer_headers(model.behaviour)
+    if model.behaviour.ratelimit_limit is not None:
+        # an enforced limit: what is left of this request's window, in Anthropic's headers,
+        # taken now (a later request's answer must not tell this one's window)
+        now = clock.now()
+        fits = model.take_window(now)
+        limit, left, reset = model.window_left(now)
+        headers = _window(limit, left, reset)
+        if not fits:
+            model.faults["rate_limit_window"] += 1
+            model.statuses["429"] += 1
+            retry = {"retry-after": str(max(1, math.ceil(reset)))}
+            return _error(429, headers={**headers, **retry})
     response_format = decoded.response_format
     if response_format is None and system_asks_for_json(decoded.messages):
         response_format = {"type": "json_object"}  # a model that does what its system says
@@ -147,8 +163,8 @@ async def _messages(request: web.Request, state: SimState) -> web.StreamResponse
     if answer.tool_name is not None:
         answer.tool_call_id = f"toolu_sim{serial:08d}"
     if decoded.stream:
-        return await _stream(request, model, answer, draw, serial)
-    return await _complete(request, model, answer, draw, serial)
+        return await _stream(request, model, answer, draw, serial, headers)
+    return await _complete(request, model, answer, draw, serial, headers)
 
 
 def _response(answer: Answer, model: str, serial: int) -> Response:
@@ -167,14 +183,18 @@ def _response(answer: Answer, model: str, serial: int) -> Response:
 
 
 async def _complete(
-    request: web.Request, model: ModelState, answer: Answer, draw: Draw, serial: int
+    request: web.Request,
+    model: ModelState,
+    answer: Answer,
+    draw: Draw,
+    serial: int,
+    headers: dict[str, str],
 ) -> web.StreamResponse:
     if not await whole_answer_arrives(request, model, answer, draw):
         return web.Response()
     body = INGRESS.encode_response(_response(answer, model.name, serial), model.name)
     model.statuses["200"] += 1
-    headers = {**wire.JSON_HEADERS, **answer_headers(model.behaviour)}
-    return web.Response(body=body, headers=headers)
+    return web.Response(body=body, headers={**wire.JSON_HEADERS, **headers})
 
 
 def stream_chunks(answer: Answer, model: str, serial: int) -> list[tuple[int, bytes]]:
@@ -197,7 +217,12 @@ def stream_chunks(answer: Answer, model: str, serial: int) -> list[tuple[int, by
 
 
 async def _stream(
-    request: web.Request, model: ModelState, answer: Answer, draw: Draw, serial: int
+    request: web.Request,
+    model: ModelState,
+    answer: Answer,
+    draw: Draw,
+    serial: int,
+    headers: dict[str, str],
 ) -> web.StreamResponse:
     chunks = stream_chunks(answer, model.name, serial)
     if model.behaviour.stream_error_after is not None:
@@ -207,5 +232,6 @@ async def _stream(
     if draw.fault is Fault.DISCONNECT:
         # never past the last piece, so the client always sees an unfinished answer
         cut = min(model.behaviour.disconnect_after, len(answer.pieces) + 1)
-    headers = {**wire.SSE_HEADERS, **answer_headers(model.behaviour)}
-    return await send_stream(request, model, chunks, draw.ttft, cut, headers)
+    return await send_stream(
+        request, model, chunks, draw.ttft, cut, {**wire.SSE_HEADERS, **headers}
+    )

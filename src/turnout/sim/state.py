@@ -77,6 +77,13 @@ class ModelState:
         }
         return fits
 
+    def window_left(self, now: float) -> tuple[int, int, float]:
+        """The enforced window as `take_window(now)` left it: its limit, the requests left in
+        it and the seconds to its reset (for a dialect that tells them in its own headers)."""
+        limit, span = self.behaviour.ratelimit_limit or 0, self.behaviour.ratelimit_reset
+        start, used = self.window
+        return limit, max(limit - used, 0), start + span - now
+
     def reset(self, seed: int) -> None:
         self.seed = seed
         self.rng = model_rng(seed, self.name)

@@ -128,7 +128,7 @@ def attempt_failed(event: AttemptFinished) -> dict[str, Any] | None:
         return None
     message = outcome.message[:_MESSAGE_LIMIT] if outcome.message else None
     exported = {
-        "at": outcome.started + outcome.latency,
+        "at": outcome.ended or outcome.started + outcome.latency,
         "request_id": outcome.request_id,
         "route": outcome.route,
         "model": outcome.model,
