@@ -65,14 +65,7 @@ class Subscription:
         self._closing = False
 
     def offer(self, event: Any) -> None:
-        if self.inline:
-            try:
-                self.handler(event)
-            except Exception:  # noqa: BLE001 - a subscriber's failure is never the request's
-                self._failed()
-                return
-            self.delivered += 1
-            return
+        """Queues `event` for a queued subscriber (EventBus.publish calls inline ones itself)."""
         if len(self.queue) >= self.max_queue:
             self.dropped += 1
             return
@@ -86,7 +79,8 @@ class Subscription:
         if self._wake is not None:
             self._wake.set()
 
-    def _failed(self) -> None:
+    def failed(self) -> None:
+        """Counts a handler's failure (and logs one in every few)."""
         self.errors += 1
         if self.errors % _LOG_EVERY == 1:
             log.exception("event subscriber %s failed (%d errors so far)", self.name, self.errors)
@@ -111,7 +105,7 @@ class Subscription:
                     if inspect.isawaitable(result):
                         await result
                 except Exception:  # noqa: BLE001 - counted and logged; the queue goes on
-                    self._failed()
+                    self.failed()
                 else:
                     self.delivered += 1
             if self._closing:
@@ -177,13 +171,13 @@ class EventBus:
         """Hands `event` to its subscribers; never raises, never waits."""
         self.published += 1
         for subscription in self._by_kind.get(type(event), ()):
-            # (Subscription.offer's inline half spelt out: one call less per subscriber and
-            # event, on every request's path)
+            # an inline handler called here, not through a method: one call less per
+            # subscriber and event, on every request's path
             if subscription.inline:
                 try:
                     subscription.handler(event)
                 except Exception:  # noqa: BLE001 - a subscriber's failure is never the request's
-                    subscription._failed()
+                    subscription.failed()
                 else:
                     subscription.delivered += 1
             else:

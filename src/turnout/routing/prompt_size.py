@@ -109,11 +109,16 @@ class CountCache:
 CACHE = CountCache()
 
 
+def _by_bytes(size: int) -> int:
+    """The lower bound of `size` UTF-8 bytes with no look at the text: one token per 128."""
+    return -(-size // MAX_TOKEN_BYTES)
+
+
 def lower_bound(text: str, size: int, scan: int = WORD_SCAN) -> int:
     """No real count of `text` (of `size` UTF-8 bytes) is below this; see the module's doc."""
     if not size:
         return 0
-    by_bytes = -(-size // MAX_TOKEN_BYTES)
+    by_bytes = _by_bytes(size)
     if scan <= 0:
         return by_bytes
     prefix = text[:scan]
@@ -162,7 +167,7 @@ class PromptSize:
                 upper, lower = upper + known, lower + known
             else:
                 upper += len(data)
-                lower += lower_bound("", len(data), scan=0)
+                lower += _by_bytes(len(data))
         if deciding is None or lower + WORD_SCAN // 2 + len(self.texts) > deciding:
             lower = self._scan_words(lower)
         self.upper, self.lower = upper, lower
@@ -175,8 +180,7 @@ class PromptSize:
         budget = WORD_SCAN
         for text, data, known in zip(self.texts, self.data, self.known, strict=True):
             if known is None and budget > 0:
-                by_bytes = lower_bound("", len(data), scan=0)
-                lower += lower_bound(text, len(data), budget) - by_bytes
+                lower += lower_bound(text, len(data), budget) - _by_bytes(len(data))
                 budget -= len(text)
         return lower
 

@@ -111,10 +111,7 @@ async def read_body(request: web.BaseRequest, timeout: float) -> bytes:
     `client_max_size` bytes, on the wire and once decoded."""
     codings = _codings(request.headers.get("content-encoding"))
     max_size = request.client_max_size
-    body = await _receive(request, timeout, max_size)
-    for coding in reversed(codings):  # the last coding listed was applied last
-        body = _inflate(body, coding, max_size)
-    return body
+    return _decoded(await _receive(request, timeout, max_size), codings, max_size)
 
 
 def read_body_now(request: web.BaseRequest) -> bytes | None:
@@ -125,7 +122,10 @@ def read_body_now(request: web.BaseRequest) -> bytes | None:
     if not payload.is_eof() or payload.total_bytes > max_size:
         return None  # (more to wait for; or too large, refused by read_body)
     codings = _codings(request.headers.get("content-encoding"))
-    body = payload.read_nowait()
+    return _decoded(payload.read_nowait(), codings, max_size)
+
+
+def _decoded(body: bytes, codings: list[str], max_size: int) -> bytes:
     for coding in reversed(codings):  # the last coding listed was applied last
         body = _inflate(body, coding, max_size)
     return body
