@@ -63,7 +63,8 @@ ALTERNATE_SECONDS = 3.0  # each run of the alternating floor/turnout pairs
 SHARED_CORES = "0,1"  # the turnout-1w / turnout-2w pair: gateway, load and upstream together
 HOST = "127.0.0.1"
 SYSTEMS = (
-    "direct", "nginx", "floor", "turnout", "turnout-open", "litellm", "turnout-1w", "turnout-2w",
+    "direct", "nginx", "floor", "floor-keepalive", "turnout", "turnout-open", "litellm",
+    "turnout-1w", "turnout-2w",
 )  # fmt: skip
 PAIR = ("turnout-1w", "turnout-2w")
 STREAM_SYSTEMS = ("direct", "floor", "turnout", "litellm")
@@ -494,42 +495,49 @@ def run_http(args: argparse.Namespace, upstream_port: int, tmp: Path) -> list[Ht
     return list(rows.values())
 
 
-def run_alternating(args: argparse.Namespace, upstream_port: int, tmp: Path) -> list[float]:
-    """turnout / floor req/s at c=8, from short runs taken in turn, `--alternate` times.
+def run_alternating(
+    args: argparse.Namespace, upstream_port: int, tmp: Path
+) -> dict[str, list[float]]:
+    """turnout / floor req/s at c=8, from short runs taken in turn, `--alternate` times (and
+    turnout / floor-keepalive when that system is in --systems).
 
     This machine's speed drifts by 10-20% over seconds to minutes (other tenants of the VM),
     so two 10 s runs taken a minute apart can put the ratio anywhere from 0.5x to 0.65x.
     Runs taken back to back, in turn, see the same machine: their median ratio is the
-    figure to quote. Both servers stay up, pinned to the same core; only one is loaded."""
+    figure to quote. All servers stay up, pinned to the same core; only one is loaded."""
     conf = nginx_conf(tmp, "upstream-alt", upstream_port, upstream_server(upstream_port))
-    ratios: list[float] = []
+    floors = [s for s in ("floor", "floor-keepalive") if s in args.systems]
+    ratios: dict[str, list[float]] = {floor: [] for floor in floors}
     with contextlib.ExitStack() as stack:
         stack.enter_context(
             running("nginx-alt", Launch(nginx_argv(conf)), LOAD_CORE, upstream_port)
         )
         ports = {}
-        for system in ("floor", "turnout"):
+        for system in (*floors, "turnout"):
             port = free_port()
             launch = server_launch(system, port, upstream_port, tmp, args.turnout)
             stack.enter_context(running(f"{system}-alt", launch, SERVER_CORE, port))
             wrk(port, 8, args.warmup)
             ports[system] = port
         for _ in range(args.alternate):
-            floor = wrk(ports["floor"], 8, ALTERNATE_SECONDS)
+            floor_rps = {floor: wrk(ports[floor], 8, ALTERNATE_SECONDS).rps for floor in floors}
             turnout = wrk(ports["turnout"], 8, ALTERNATE_SECONDS)
-            ratios.append(turnout.rps / floor.rps)
-            print(
-                f"  turnout / floor: {ratios[-1]:.2f}x ({turnout.rps:,.0f} / {floor.rps:,.0f})",
-                flush=True,
-            )
+            for floor, rps in floor_rps.items():
+                ratios[floor].append(turnout.rps / rps)
+                print(
+                    f"  turnout / {floor}: {ratios[floor][-1]:.2f}x "
+                    f"({turnout.rps:,.0f} / {rps:,.0f})",
+                    flush=True,
+                )
     return ratios
 
 
-def alternating_summary(ratios: list[float]) -> str:
+def alternating_summary(floor: str, ratios: list[float]) -> str:
+    goal = "; goal >= 0.80x" if floor == "floor" else ""
     return (
-        f"turnout / floor req/s at c=8, {len(ratios)} alternating {ALTERNATE_SECONDS:g} s pairs: "
-        f"median {statistics.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f}x;"
-        " goal >= 0.80x)"
+        f"turnout / {floor} req/s at c=8, {len(ratios)} alternating {ALTERNATE_SECONDS:g} s "
+        f"runs each: median {statistics.median(ratios):.2f}x "
+        f"(range {min(ratios):.2f}-{max(ratios):.2f}x{goal})"
     )
 
 
@@ -620,10 +628,12 @@ def server_launch(
     if system == "nginx":
         conf = nginx_conf(tmp, "proxy", port, proxy_server(port, upstream_port))
         return Launch(nginx_argv(conf))
-    if system == "floor":
+    if system in ("floor", "floor-keepalive"):
         script = str(BENCH / "floor_proxy.py")
         upstream = f"http://{HOST}:{upstream_port}"
-        return Launch([sys.executable, script, "--port", str(port), "--upstream", upstream])
+        argv = [sys.executable, script, "--port", str(port), "--upstream", upstream]
+        client = "keepalive" if system == "floor-keepalive" else "aiohttp"
+        return Launch([*argv, "--client", client], env=dict(turnout.env))
     if system in ("turnout", "turnout-open", *PAIR):
         config = CONFIG_OPEN if system == "turnout-open" else CONFIG
         argv = [*turnout.argv, "serve", "--config", str(config), "--port", str(port)]
@@ -1153,7 +1163,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="turnout-bench-"))
     tmp.chmod(0o755)  # nginx workers may run as nobody
     http_rows: list[HttpRow] = []
-    alternating: list[float] = []
+    alternating: dict[str, list[float]] = {}
     stream_rows: list[StreamRow] = []
     try:
         try:
@@ -1182,8 +1192,8 @@ def main() -> int:
         header, body = http_table(http_rows, sorted({*args.conns, *args.pair_conns}))
         print_table(title, header, body)
         summary = http_summary(http_rows)
-        if alternating:
-            summary.insert(1, alternating_summary(alternating))
+        for at, (floor, ratios) in enumerate(alternating.items(), 1):
+            summary.insert(at, alternating_summary(floor, ratios))
         print("\n".join(summary))
         sections += ["", f"## {title}", "", markdown(header, body), ""]
         sections += [f"- {line}" for line in summary]

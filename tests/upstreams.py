@@ -4,6 +4,7 @@ port in a background thread of the test process."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,8 +13,9 @@ from aiohttp import web
 
 
 @contextmanager
-def serve_app(app: web.Application) -> Iterator[int]:
-    """Run an aiohttp app on 127.0.0.1 in its own thread and loop; yields its port."""
+def serve_app(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> Iterator[int]:
+    """Run an aiohttp app on 127.0.0.1 in its own thread and loop (over TLS with
+    `ssl_context`); yields its port."""
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app)
     started = threading.Event()
@@ -21,7 +23,7 @@ def serve_app(app: web.Application) -> Iterator[int]:
 
     async def start() -> None:
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         port.append(site._server.sockets[0].getsockname()[1])
         started.set()

@@ -20,6 +20,7 @@ from turnout.dialects.sse import SSEParser
 from turnout.model import Delta, ErrorClass, Request, Response, ToolCallDelta, UpstreamError
 from turnout.model.embeddings import EmbeddingRequest, EmbeddingResult
 from turnout.providers.base import Call, Provider
+from turnout.providers.keepalive import KeepAliveClient
 
 
 def _streams(dialect: UpstreamDialect, request: Request) -> bool:
@@ -68,7 +69,8 @@ class HTTPProvider(Provider):
         super().__init__(name, config)
         self.dialect = dialect
         self.base_url = (config.base_url or dialect.default_base_url or "").rstrip("/")
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = None  # streams, embeddings
+        self._whole: KeepAliveClient | None = None  # whole answers (providers/keepalive.py)
         self._headers = {"content-type": "application/json", **config.headers}
         # the client wire format this dialect's answers already are (the optional dialect hook
         # `answer_format`, with `pass_through(body) -> Response`): such a client may get the
@@ -89,8 +91,11 @@ class HTTPProvider(Provider):
             auto_decompress=True,
             skip_auto_headers=("user-agent",),
         )
+        self._whole = KeepAliveClient(self._headers)
 
     async def close(self) -> None:
+        if self._whole is not None:
+            self._whole.close()
         if self._session is not None:
             await self._session.close()
 
@@ -113,7 +118,7 @@ class HTTPProvider(Provider):
         body = orjson.dumps(self.dialect.encode_request(request, call.upstream_model, stream))
         return self.dialect.url(self.base_url, call.upstream_model, stream), body
 
-    def _connection_error(self, exc: aiohttp.ClientError) -> UpstreamError:
+    def _connection_error(self, exc: Exception) -> UpstreamError:
         return self._redacted(UpstreamError(ErrorClass.CONNECTION, f"{type(exc).__name__}: {exc}"))
 
     def _connect_timed_out(self, exc: Exception) -> UpstreamError:
@@ -154,29 +159,26 @@ class HTTPProvider(Provider):
         return self._redacted(error)
 
     async def complete(self, request: Request, call: Call) -> Response:
-        assert self._session is not None, "provider not started"
+        assert self._whole is not None, "provider not started"
         url, body = self._encoded(request, call, False)
-        timeout = _connect_timeout(call.timeouts.connect)
-        # `_send` spelt out: every whole answer takes this path, and each coroutine level
-        # costs on it (the await chain is walked again each time the request resumes)
+        target = _url(url)
+        if not isinstance(target, yarl.URL):
+            raise self._connection_error(ValueError(f"not a valid URL: {url}"))
         try:
-            response = await self._session.post(_url(url), data=body, timeout=timeout)
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            answer = await self._whole.post(target, body, call.timeouts.connect)
+        except TimeoutError as exc:
             raise self._connect_timed_out(exc) from None
-        except aiohttp.ClientError as exc:
+        except (OSError, ValueError) as exc:  # ConnectionError is an OSError
             raise self._connection_error(exc) from None
-        if self._refused(response, call):
-            raise await self._refusal(response)
+        call.status = answer.status
+        call.headers = answer.headers
+        call.headers_at = answer.headers_at
         try:
-            raw = await response.read()
-        except aiohttp.ClientError as exc:
-            raise self._connection_error(exc) from None
-        finally:
-            response.release()  # the connection goes back to the pool
-        try:
+            if answer.status >= 400:
+                raise self.dialect.decode_error(answer.status, answer.body, answer.headers)
             if call.pass_through is not None and call.pass_through == self._answer_format:
-                return self.dialect.pass_through(raw)  # type: ignore[attr-defined]
-            return self.dialect.decode_response(raw)
+                return self.dialect.pass_through(answer.body)  # type: ignore[attr-defined]
+            return self.dialect.decode_response(answer.body)
         except UpstreamError as exc:
             raise self._redacted(exc) from None
 
