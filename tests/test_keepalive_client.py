@@ -28,7 +28,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.upstreams import serve_app
-from turnout.providers.keepalive import KeepAliveClient, MalformedAnswer, UpstreamClosed
+from turnout.providers.keepalive import (
+    MAX_ANSWER_BYTES,
+    KeepAliveClient,
+    MalformedAnswer,
+    UpstreamClosed,
+)
 
 ANSWER = {
     "id": "chatcmpl-tls",
@@ -195,6 +200,11 @@ class RawUpstream:
         writer.close()
 
 
+GZIPPED = b"Content-Encoding: gzip\r\n"
+# 64 KiB that inflate past the answer bound (64 MiB): refused, not inflated
+BOMB = gzip.compress(b"\0" * (MAX_ANSWER_BYTES + 1), compresslevel=1)
+
+
 def ok(body: bytes = b'{"ok":true}', extra: bytes = b"") -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
 
@@ -271,8 +281,10 @@ async def test_an_idle_connection_the_upstream_closed_is_not_reused(client):
         (b"SMTP ready\r\n\r\n", MalformedAnswer, "malformed"),
         (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", MalformedAnswer, "malformed"),
         (ok(b"not gzip", b"Content-Encoding: gzip\r\n"), MalformedAnswer, "cannot decode"),
+        (ok(gzip.compress(b"x" * 100)[:-12], GZIPPED), MalformedAnswer, "truncated"),
+        (ok(BOMB, GZIPPED), MalformedAnswer, "bytes once decoded"),
     ],
-    ids=["no answer", "cut mid-body", "not http", "huge headers", "bad gzip"],
+    ids=["no answer", "cut mid-body", "not http", "huge headers", "bad gzip", "cut gzip", "bomb"],
 )
 async def test_a_broken_answer_is_a_connection_error(client, answer, error, says):
     upstream = RawUpstream(lambda c, _n: answer if c == 1 else ok(b"fine"), close_after=True)

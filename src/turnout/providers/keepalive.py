@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,9 +22,13 @@ import yarl
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from turnout import clock
+from turnout.dialects.content_coding import CODINGS, codings_of, decoded
 
 KEEPALIVE = 60.0  # seconds an idle connection is reused for (aiohttp's keepalive_timeout)
 MAX_HEADER_BYTES = 64 * 1024  # an upstream's status line and headers, together
+# an answer's body once its gzip is undone: a long chat answer is a few MB; past this it is a
+# decompression bomb, not an answer
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 
 class UpstreamClosed(ConnectionError):
@@ -144,7 +147,7 @@ class _Connection(asyncio.Protocol):
         headers = CIMultiDictProxy(CIMultiDict(self._headers))
         try:
             body = _decoded(b"".join(self._body), headers.get("content-encoding"))
-        except zlib.error as exc:
+        except ValueError as exc:  # CodingError, InflatedTooLarge
             waiter.set_exception(MalformedAnswer(f"cannot decode the answer's body: {exc}"))
             self.abort()
             return
@@ -162,17 +165,12 @@ class _Connection(asyncio.Protocol):
 
 
 def _decoded(body: bytes, encoding: str | None) -> bytes:
-    if not encoding or not body:
+    """The body with its content codings undone; one we did not ask for (br, say) leaves it
+    as it came, for the dialect to refuse."""
+    codings = codings_of(encoding)
+    if not codings or any(c not in CODINGS for c in codings):
         return body
-    encoding = encoding.strip().lower()
-    if encoding == "gzip":
-        return zlib.decompress(body, 16 + zlib.MAX_WBITS)
-    if encoding == "deflate":  # zlib-wrapped as the RFC says, or raw as some servers send it
-        try:
-            return zlib.decompress(body)
-        except zlib.error:
-            return zlib.decompress(body, -zlib.MAX_WBITS)
-    return body  # identity, or one we did not ask for: handed on as it came
+    return decoded(body, codings, MAX_ANSWER_BYTES)
 
 
 class _HostPool:

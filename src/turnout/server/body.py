@@ -8,15 +8,17 @@ stream. Doing it here gives every failure the client's status and words."""
 from __future__ import annotations
 
 import asyncio
-import zlib
 
 from aiohttp import web
 
+from turnout.dialects.content_coding import (
+    CODINGS,
+    CodingError,
+    InflatedTooLarge,
+    codings_of,
+    decoded,
+)
 from turnout.model.errors import GatewayError
-
-# zlib window bits: gzip framing only, zlib framing (what HTTP calls deflate) or raw deflate
-_GZIP, _ZLIB, _RAW = 16 + zlib.MAX_WBITS, zlib.MAX_WBITS, -zlib.MAX_WBITS
-_CODINGS = {"gzip": _GZIP, "x-gzip": _GZIP, "deflate": _ZLIB}
 
 
 class BodyError(GatewayError):
@@ -29,11 +31,8 @@ class BodyError(GatewayError):
 
 def _codings(header: str | None) -> list[str]:
     """The content codings applied, in order; 415 for one this gateway cannot undo."""
-    if not header:
-        return []  # the usual request: plain
-    codings = [c.strip().lower() for c in header.split(",") if c.strip()]
-    codings = [c for c in codings if c != "identity"]
-    unknown = [c for c in codings if c not in _CODINGS]
+    codings = codings_of(header)
+    unknown = [c for c in codings if c not in CODINGS]
     if unknown:
         raise BodyError(
             415,
@@ -74,37 +73,6 @@ async def _receive(request: web.BaseRequest, timeout: float, max_size: int) -> b
     return bytes(body)
 
 
-def _inflate(data: bytes, coding: str, max_size: int) -> bytes:
-    """One content coding undone, refusing more than `max_size` bytes of output (a small
-    gzip can inflate to gigabytes)."""
-    wbits = _CODINGS[coding]
-    try:
-        try:
-            inflater = zlib.decompressobj(wbits)
-            out = inflater.decompress(data, max_size + 1)
-        except zlib.error:
-            if wbits != _ZLIB:
-                raise
-            # many clients send raw deflate under "deflate" (as browsers learnt to accept)
-            inflater = zlib.decompressobj(_RAW)
-            out = inflater.decompress(data, max_size + 1)
-    except zlib.error as exc:
-        raise BodyError(
-            400, f"the request body could not be decoded: {coding}: {exc}", "invalid_body"
-        ) from None
-    if len(out) > max_size:
-        raise BodyError(
-            413, f"request body larger than {max_size} bytes once decoded", "request_too_large"
-        )
-    if not inflater.eof:
-        raise BodyError(
-            400,
-            f"the request body could not be decoded: {coding}: the compressed data is truncated",
-            "invalid_body",
-        )
-    return out
-
-
 async def read_body(request: web.BaseRequest, timeout: float) -> bytes:
     """The request body, decoded; BodyError for one that stalls (408), is too large (413),
     is corrupt (400) or uses a coding this gateway does not know (415). At most the request's
@@ -126,6 +94,14 @@ def read_body_now(request: web.BaseRequest) -> bytes | None:
 
 
 def _decoded(body: bytes, codings: list[str], max_size: int) -> bytes:
-    for coding in reversed(codings):  # the last coding listed was applied last
-        body = _inflate(body, coding, max_size)
-    return body
+    """The body with its codings undone, failures in the client's status and words."""
+    try:
+        return decoded(body, codings, max_size)
+    except InflatedTooLarge:
+        raise BodyError(
+            413, f"request body larger than {max_size} bytes once decoded", "request_too_large"
+        ) from None
+    except CodingError as exc:
+        raise BodyError(
+            400, f"the request body could not be decoded: {exc}", "invalid_body"
+        ) from None
